@@ -1,0 +1,250 @@
+"""The whole job behind ``./run.sh``: validate the variables, pretrain, fine-tune, export, evaluate, print the table.
+
+Every stage runs as its own subprocess (``python -m pretrain``, ``python -m submission.train``, ``python -m evaluate``), so
+gin and torch state never leak between them and a signal to this process reaches the stage that is running. All input is
+checked before anything is written: a bad variable is one line on stderr and exit code 2, with nothing on disk.
+"""
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import aicrowd_helpers
+from submission.budget import format_seconds, parse_budget
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MODELS = ("pvae", "betatcvae")
+LEADERBOARD = (("FactorVAE", "factor_vae_metric"), ("DCI", "dci"), ("SAP", "sap_score"), ("MIG", "mig"), ("IRS", "irs"))
+
+# Pretraining gets this share of the training budget when no pretrained checkpoint exists yet.
+PRETRAIN_SHARE = 0.4
+# On the grader, the budget is a hard limit for the whole job: keep this much back for start-up and the final export.
+GRADING_MARGIN_S = 15 * 60
+LOCAL_DEFAULT_BUDGET = "4m"
+GRADING_DEFAULT_BUDGET = "8h"
+
+
+class ConfigError(ValueError):
+    """A bad variable: one line for a person."""
+
+
+@dataclasses.dataclass
+class JobConfig:
+    model: str
+    dataset: str
+    budget_s: float
+    seed: int
+    grading: bool
+    evaluate: bool
+    output_dir: str        # $AICROWD_OUTPUT_PATH/$AICROWD_EVALUATION_NAME
+    data_dir: str
+    pretrained_dir: str
+
+    @property
+    def recipe(self) -> str:
+        return os.path.join(REPO_ROOT, "submission", "configs", f"{self.model}.gin")
+
+    @property
+    def pretrained_checkpoint(self) -> str:
+        return os.path.join(self.pretrained_dir, f"{self.model}.pt")
+
+    @property
+    def export_path(self) -> str:
+        return os.path.join(self.output_dir, "representation", "pytorch_model.pt")
+
+
+def _nearest_existing(path: str) -> str:
+    path = os.path.abspath(path)
+    while not os.path.exists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def check_writable(path: str, what: str) -> None:
+    """Fail unless ``path`` exists as a writable directory or could be created; probe, and leave nothing behind."""
+    existing = _nearest_existing(path)
+    if not os.path.isdir(existing):
+        raise ConfigError(f"{what}={path!r} is not writable: {existing!r} is a file, not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=existing)
+        os.close(fd)
+        os.remove(probe)
+    except OSError as exc:
+        raise ConfigError(f"{what}={path!r} is not writable: cannot create files in {existing!r} ({exc.strerror})") from None
+
+
+def _check_dataset(name: str, data_dir: str, data_dir_explicit: bool) -> None:
+    from submission.data import DATASET_NAMES, DatasetError, get_dataset
+    if name not in DATASET_NAMES:
+        raise ConfigError(f"AICROWD_DATASET_NAME={name!r} is unknown; known datasets: {', '.join(DATASET_NAMES)}")
+    if data_dir_explicit and not os.path.isdir(data_dir):
+        raise ConfigError(f"DISENTANGLEMENT_LIB_DATA={data_dir!r} does not exist or is not a directory")
+    try:
+        get_dataset(name, data_dir=data_dir)
+    except DatasetError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def read_config(env=None) -> JobConfig:
+    """Read and validate every variable; raise ConfigError (one line) on the first bad one. Writes nothing."""
+    env = os.environ if env is None else env
+    grading = bool(env.get("AICROWD_IS_GRADING"))
+    model = env.get("MODEL", "pvae").strip().lower()
+    if model not in MODELS:
+        raise ConfigError(f"MODEL={model!r} is unknown; choose one of: {', '.join(MODELS)}")
+    try:
+        budget_s = parse_budget(env.get("BUDGET") or (GRADING_DEFAULT_BUDGET if grading else LOCAL_DEFAULT_BUDGET))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    try:
+        seed = int(env.get("SEED", "0"))
+    except ValueError:
+        raise ConfigError(f"SEED={env.get('SEED')!r} is malformed: expected an integer") from None
+    output_path = env.get("AICROWD_OUTPUT_PATH") or os.path.join(".", "scratch", "shared")
+    evaluation_name = env.get("AICROWD_EVALUATION_NAME") or "local_evaluation"
+    if os.sep in evaluation_name or evaluation_name in (".", ".."):
+        raise ConfigError(f"AICROWD_EVALUATION_NAME={evaluation_name!r} is malformed: expected a plain directory name")
+    output_dir = os.path.abspath(os.path.join(output_path, evaluation_name))
+    check_writable(output_dir, "AICROWD_OUTPUT_PATH")
+    data_dir_explicit = bool(env.get("DISENTANGLEMENT_LIB_DATA"))
+    data_dir = os.path.abspath(env.get("DISENTANGLEMENT_LIB_DATA") or os.path.join(".", "scratch", "dataset"))
+    dataset = env.get("AICROWD_DATASET_NAME") or ("mpi3d_toy" if grading else "mpi3d_sim_realistic")
+    _check_dataset(dataset, data_dir, data_dir_explicit)
+    evaluate_flag = env.get("EVALUATE", "0" if grading else "1").strip().lower()
+    if evaluate_flag not in ("0", "1", "false", "true", "no", "yes"):
+        raise ConfigError(f"EVALUATE={evaluate_flag!r} is malformed: expected 0 or 1")
+    pretrained_dir = os.path.abspath(env.get("PRETRAINED_DIR") or os.path.join(REPO_ROOT, "pretrain", "checkpoints"))
+    return JobConfig(model=model, dataset=dataset, budget_s=budget_s, seed=seed, grading=grading,
+                     evaluate=evaluate_flag in ("1", "true", "yes"), output_dir=output_dir, data_dir=data_dir,
+                     pretrained_dir=pretrained_dir)
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def _run_stage(name: str, args: list, span: tuple, env: dict) -> None:
+    """Run ``python -m ...`` with the progress span set; forward SIGTERM/SIGINT to it so it can save and export."""
+    stage_env = dict(env, KIT_PROGRESS_SPAN=f"{span[0]:.4f},{span[1]:.4f}", PYTHONUNBUFFERED="1")
+    print(f"\n=== {name}: {' '.join(args)}", flush=True)
+    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO_ROOT, env=stage_env)
+
+    def forward(signum, _frame):
+        try:
+            proc.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        code = proc.wait()
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if code != 0:
+        raise StageFailed(f"{name} failed with exit code {code}")
+
+
+def _atomic_copy(src: str, dst: str) -> None:
+    os.makedirs(os.path.dirname(dst), exist_ok=True)
+    tmp = f"{dst}.tmp-{os.getpid()}"
+    shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+def plan_budget(job: JobConfig, need_pretrain: bool) -> tuple:
+    """(pretrain_s, finetune_s): the training budget split between the stages."""
+    train_s = job.budget_s
+    if job.grading:
+        train_s = max(train_s - min(GRADING_MARGIN_S, 0.05 * train_s), 0.5 * train_s)
+    pretrain_s = PRETRAIN_SHARE * train_s if need_pretrain else 0.0
+    return pretrain_s, train_s - pretrain_s
+
+
+def format_table(scores: dict) -> str:
+    lines = ["metric      score", "---------   ------"]
+    for label, key in LEADERBOARD:
+        value = scores.get(key)
+        lines.append(f"{label:<11} {value:.4f}" if isinstance(value, (int, float)) else f"{label:<11} {'n/a':>6}")
+    return "\n".join(lines)
+
+
+def run(job: JobConfig) -> dict:
+    """Run the whole job; return the scores (empty when evaluation is off)."""
+    env = dict(os.environ, DISENTANGLEMENT_LIB_DATA=job.data_dir,
+               AICROWD_OUTPUT_PATH=os.path.dirname(job.output_dir),
+               AICROWD_EVALUATION_NAME=os.path.basename(job.output_dir))
+    os.environ.update({k: env[k] for k in ("AICROWD_OUTPUT_PATH", "AICROWD_EVALUATION_NAME")})
+    start = time.monotonic()
+    need_pretrain = not os.path.exists(job.pretrained_checkpoint)
+    pretrain_s, finetune_s = plan_budget(job, need_pretrain)
+    print(f"model={job.model} dataset={job.dataset} budget={format_seconds(job.budget_s)} seed={job.seed} "
+          f"output={job.output_dir}", flush=True)
+    aicrowd_helpers.execution_start()
+    gin = ["--gin_file", job.recipe]
+    train_end = 0.9 if job.evaluate else 1.0
+    pretrain_end = train_end * pretrain_s / (pretrain_s + finetune_s)
+    if need_pretrain:
+        run_dir = os.path.join(job.output_dir, "pretrain")
+        _run_stage("pretrain", ["pretrain", *gin, "--output", run_dir, "--budget", f"{pretrain_s:.0f}s",
+                                "--seed", str(job.seed)], (0.0, pretrain_end), env)
+        try:
+            _atomic_copy(os.path.join(run_dir, "checkpoint.pt"), job.pretrained_checkpoint)
+            print(f"pretrained checkpoint saved to {job.pretrained_checkpoint}", flush=True)
+        except OSError as exc:  # a read-only checkout: fine-tune straight from the run directory
+            print(f"could not keep the pretrained checkpoint in {job.pretrained_dir} ({exc.strerror}); "
+                  "using it from the run directory", flush=True)
+            job = dataclasses.replace(job, pretrained_dir=run_dir)
+            os.replace(os.path.join(run_dir, "checkpoint.pt"), job.pretrained_checkpoint)
+    else:
+        print(f"using pretrained checkpoint {job.pretrained_checkpoint}", flush=True)
+    # Whatever pretraining really took, fine-tuning gets what is left of the training budget.
+    finetune_s = max(pretrain_s + finetune_s - (time.monotonic() - start), 30.0)
+    _run_stage("fine-tune", ["submission.train", *gin, "--dataset", job.dataset,
+                             "--output", os.path.join(job.output_dir, "train"),
+                             "--budget", f"{finetune_s:.0f}s", "--seed", str(job.seed),
+                             "--init_from", job.pretrained_checkpoint, "--export", job.export_path],
+               (pretrain_end, train_end), env)
+    if not os.path.exists(job.export_path):
+        raise StageFailed(f"fine-tuning exited without writing {job.export_path}")
+    scores = {}
+    if job.evaluate:
+        _run_stage("evaluate", ["evaluate", "--model", job.export_path, "--dataset", job.dataset,
+                                "--output", job.output_dir], (train_end, 1.0), env)
+        with open(os.path.join(job.output_dir, "scores.json")) as f:
+            scores = json.load(f)
+    aicrowd_helpers.register_progress(1.0)
+    aicrowd_helpers.submit({"representation": job.export_path, "scores": scores})
+    print(f"\nrepresentation: {job.export_path}")
+    if scores:
+        print(f"leaderboard metrics on {job.dataset} ({os.path.join(job.output_dir, 'scores.json')}):")
+        print(format_table(scores))
+    print(f"done in {format_seconds(time.monotonic() - start)}", flush=True)
+    return scores
+
+
+def main() -> int:
+    try:
+        job = read_config()
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run(job)
+    except StageFailed as exc:
+        aicrowd_helpers.execution_error(str(exc))
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
