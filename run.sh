@@ -10,6 +10,9 @@ cd "$(dirname "$0")"
 
 venv="${KIT_VENV:-.venv}"
 
+# pip warns once per package about index locations some machines configure but lack; keep real errors.
+pip_quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
+
 setup_venv() {
     local stamp_file="$venv/.kit-requirements.sha256" want
     want=$(cat requirements.txt requirements-nodeps.txt | sha256sum | cut -d' ' -f1)
@@ -29,9 +32,9 @@ setup_venv() {
     echo "setting up $venv (first run or requirements changed; takes a few minutes)..." >&2
     rm -f "$stamp_file"
     [[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt
+    pip_quiet "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r requirements.txt
     # disentanglement-lib's metadata pins TF 1.14; its metrics need none of that, so it goes in without dependencies.
-    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
+    pip_quiet "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps -r requirements-nodeps.txt
     echo "$want" > "$stamp_file"
 }
 

@@ -1,0 +1,122 @@
+"""Data-layer figures: batch-64 sampling speed (procedural and memory-mapped npz) and peak RSS on a full-size file.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_data.py [--num_images 1036800] [--dir scratch/bench_data] [--keep]
+
+The npz part writes a synthetic MPI3D-format npz (uncompressed zip holding images.npy, as published) of ``num_images``
+images, converts it to the memory-mappable .npy, samples random batches and checks each image is the one its factors index
+(image i is filled with i % 251).  Peak RSS is the process's high-water mark (ru_maxrss), measured before the procedural
+part runs.  Files are deleted afterwards unless --keep.
+"""
+
+import argparse
+import resource
+import shutil
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from submission.data import get_dataset  # noqa: E402
+from submission.data.npz_datasets import MPI3D_LAYOUTS, Mpi3dNpz  # noqa: E402
+
+
+def peak_rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def throughput(render, sizes, repeats, batches, batch=64, seed=0):
+    """Median images/s over ``repeats`` runs of ``batches`` calls of ``render(factors)``."""
+    rng = np.random.default_rng(seed)
+    rates = []
+    for _ in range(repeats):
+        factors = [np.stack([rng.integers(0, s, batch) for s in sizes], 1) for _ in range(batches)]
+        start = time.perf_counter()
+        for f in factors:
+            render(f)
+        rates.append(batch * batches / (time.perf_counter() - start))
+    return float(np.median(rates)), rates
+
+
+def write_synthetic_npz(path, num_images, chunk=8192):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        with archive.open("images.npy", "w", force_zip64=True) as member:
+            np.lib.format.write_array_header_1_0(member, {"descr": "|u1", "fortran_order": False,
+                                                          "shape": (num_images, 64, 64, 3)})
+            for start in range(0, num_images, chunk):
+                index = np.arange(start, min(start + chunk, num_images))
+                block = np.broadcast_to((index % 251).astype(np.uint8)[:, None, None, None], (len(index), 64, 64, 3))
+                member.write(np.ascontiguousarray(block).tobytes())
+
+
+def bench_npz(directory, num_images, repeats, batches):
+    path = directory / "mpi3d_bench" / "mpi3d_bench.npz"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    layouts = MPI3D_LAYOUTS if num_images in MPI3D_LAYOUTS else {num_images: (num_images // 1600, 40, 40)}
+    start = time.perf_counter()
+    write_synthetic_npz(path, num_images)
+    print(f"npz: wrote {num_images:,} images ({path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - start:.0f} s")
+    start = time.perf_counter()
+    ds = Mpi3dNpz(path, name="mpi3d_bench", layouts=layouts)
+    print(f"npz: converted to memory-mappable .npy in {time.perf_counter() - start:.0f} s; "
+          f"peak RSS so far {peak_rss_mb():.0f} MB; layout {ds.factors_num_values}")
+    strides = ds._strides
+    for f in [np.stack([np.random.default_rng(9).integers(0, s, 64) for s in ds.factor_sizes], 1)]:
+        assert np.array_equal(ds.images_from_factors(f)[:, 0, 0, 0], ((f @ strides) % 251).astype(np.uint8))
+    median, rates = throughput(ds.images_from_factors, ds.factor_sizes, repeats, batches)
+    print(f"npz mmap images_from_factors, batch 64: median {median:,.0f} img/s (runs: {', '.join(f'{r:,.0f}' for r in rates)})")
+    rng = np.random.default_rng(1)
+    start = time.perf_counter()
+    for _ in range(batches):
+        ds.sample_batch(64, rng)
+    print(f"npz mmap sample_batch (torch NCHW), batch 64: {64 * batches / (time.perf_counter() - start):,.0f} img/s")
+    print(f"npz: peak RSS while sampling {peak_rss_mb():.0f} MB (limit 2048 MB; the file is {num_images * 12288 / 1e9:.1f} GB)")
+    return path.parent
+
+
+def bench_procedural(repeats, batches):
+    for name in ("mpi3d_sim_toy", "mpi3d_sim_realistic", "dsprites_sim"):
+        ds = get_dataset(name)
+        start = time.perf_counter()
+        sizes = ds.factors_num_values
+        if name.startswith("mpi3d"):  # build every base image once, as a long training run would
+            cam, bg, d1, d2 = np.meshgrid(range(3), range(3), range(40), range(40), indexing="ij")
+            grid = np.stack([np.zeros(cam.size, int), np.zeros(cam.size, int), np.zeros(cam.size, int),
+                             cam.ravel(), bg.ravel(), d1.ravel(), d2.ravel()], 1)
+            ds.images_from_factors(grid)
+        else:
+            ds.images_from_factors(np.zeros((1, 5), int))
+        print(f"{name}: tables built in {time.perf_counter() - start:.1f} s")
+        median, rates = throughput(ds.images_from_factors, sizes, repeats, batches)
+        print(f"{name} images_from_factors, batch 64: median {median:,.0f} img/s "
+              f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})")
+        rng = np.random.default_rng(1)
+        start = time.perf_counter()
+        for _ in range(batches):
+            ds.sample_batch(64, rng)
+        print(f"{name} sample_batch (torch NCHW), batch 64: {64 * batches / (time.perf_counter() - start):,.0f} img/s")
+    print(f"peak RSS after procedural part {peak_rss_mb():.0f} MB")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num_images", type=int, default=1_036_800, help="synthetic npz size (multiple of 1600)")
+    parser.add_argument("--dir", type=Path, default=Path(__file__).resolve().parents[1] / "scratch" / "bench_data")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--batches", type=int, default=300)
+    parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--skip_npz", action="store_true")
+    args = parser.parse_args()
+    if not args.skip_npz:
+        try:
+            bench_npz(args.dir, args.num_images, args.repeats, args.batches)
+        finally:
+            if not args.keep:
+                shutil.rmtree(args.dir / "mpi3d_bench", ignore_errors=True)
+    bench_procedural(args.repeats, args.batches)
+
+
+if __name__ == "__main__":
+    main()

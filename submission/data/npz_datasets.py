@@ -1,0 +1,112 @@
+"""File-backed datasets: the official MPI3D and dSprites npz files, memory-mapped.
+
+MPI3D (Gondal et al. 2019): ``<data_dir>/<name>/<name>.npz``, key ``images``, uint8 (N, 64, 64, 3), row-major over the factor
+grid with the last factor fastest.  The layout is read off the image count, because two generations of files exist and
+dlib 1.5 hard-codes the older one for toy and realistic (mislabelling today's files):
+
+* 1,036,800 images: ``[6, 6, 2, 3, 3, 40, 40]`` (the published files);
+* 460,800 images: ``[4, 4, 2, 3, 3, 40, 40]`` (the challenge-era toy and realistic files).
+
+dSprites (Matthey et al. 2017): ``<data_dir>/dsprites/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz``, key ``imgs``,
+uint8 (737280, 64, 64) in {0, 1}; grid [1, 3, 6, 40, 32, 32] with the constant colour factor dropped, as dlib does.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from submission.data.errors import DatasetError
+from submission.data.factor_grid import FactorGridDataset, factor_strides
+from submission.data.npz_store import mapped_npz_member
+
+MPI3D_LAYOUTS = {1_036_800: (6, 6, 2, 3, 3, 40, 40), 460_800: (4, 4, 2, 3, 3, 40, 40)}
+DSPRITES_LAYOUTS = {737_280: (3, 6, 40, 32, 32)}
+DSPRITES_RELATIVE_PATH = Path("dsprites") / "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
+STORAGES = ("mmap", "memory", "cuda")
+
+
+def mpi3d_npz_path(name, data_dir):
+    """Where an official MPI3D file lives: ``<data_dir>/<name>/<name>.npz`` (dlib's and the challenge's layout)."""
+    return Path(data_dir) / name / f"{name}.npz"
+
+
+def _require_file(path, name, stand_in):
+    if not Path(path).is_file():
+        raise DatasetError(f"{path}: file not found; expected the official {name} file "
+                           f"(get it with `python -m submission.data.download {name}`, or use the procedural "
+                           f"stand-in {stand_in!r})")
+
+
+class _NpzImageDataset(FactorGridDataset):
+    """Images of a factor grid stored row-major in an npz member; images stay on disk unless ``storage`` says otherwise."""
+
+    def _open(self, npz_path, key, image_shape, layouts, storage, cache_dir):
+        if storage not in STORAGES:
+            raise DatasetError(f"{self.name}: storage {storage!r}; expected one of {STORAGES}")
+        self.path = Path(npz_path)
+        self.storage = storage
+        self._mapped = mapped_npz_member(self.path, key, np.uint8, image_shape, tuple(layouts), cache_dir)
+        self.factor_sizes = tuple(layouts[self._mapped.shape[0]])
+        self._strides = factor_strides(self.factor_sizes)
+        self._in_memory = None
+        if storage == "memory":
+            self._in_memory = np.array(self._mapped.array)
+        elif storage == "cuda":
+            self._in_memory = torch.from_numpy(np.array(self._mapped.array)).to("cuda")
+
+    def _stored(self, index):
+        """uint8 rows of the stored array (numpy), whatever the storage."""
+        if self.storage == "mmap":
+            return self._mapped.take(index)
+        if self.storage == "memory":
+            return self._in_memory[index]
+        return self._in_memory[torch.from_numpy(index).to(self._in_memory.device)].cpu().numpy()
+
+    def sample_batch(self, batch_size, rng):
+        """As the base class; with ``storage="cuda"`` the batch is gathered and returned on the GPU."""
+        if self.storage != "cuda":
+            return super().sample_batch(batch_size, rng)
+        factors = np.stack([rng.integers(0, size, size=batch_size) for size in self.factor_sizes], axis=1).astype(np.int64)
+        factors_gpu = torch.from_numpy(factors).to(self._in_memory.device)
+        images = self._in_memory[factors_gpu @ torch.from_numpy(self._strides).to(factors_gpu.device)]
+        images = images if images.dim() == 4 else images[..., None] * 255
+        return images.permute(0, 3, 1, 2).contiguous(), factors_gpu
+
+
+class Mpi3dNpz(_NpzImageDataset):
+    """An official MPI3D npz, layout detected from its image count (``layouts`` maps count -> factor sizes)."""
+
+    _observation_shape = (64, 64, 3)
+
+    def __init__(self, npz_path, name="mpi3d", layouts=None, storage="mmap", cache_dir=None):
+        self.name = name
+        _require_file(npz_path, name, "mpi3d_sim_toy" if name != "mpi3d_realistic" else "mpi3d_sim_realistic")
+        self._open(npz_path, "images", (64, 64, 3), layouts or MPI3D_LAYOUTS, storage, cache_dir)
+
+    @classmethod
+    def from_data_dir(cls, name, data_dir, **options):
+        return cls(mpi3d_npz_path(name, data_dir), name=name, **options)
+
+    def _images(self, factors):
+        return self._stored(factors @ self._strides)
+
+
+class DspritesNpz(_NpzImageDataset):
+    """The official dSprites npz; uint8 (64, 64, 1) images in {0, 255} (the file's {0, 1} scaled, so /255 gives dlib's floats)."""
+
+    _observation_shape = (64, 64, 1)
+
+    def __init__(self, npz_path, layouts=None, storage="mmap", cache_dir=None):
+        self.name = "dsprites_full"
+        _require_file(npz_path, self.name, "dsprites_sim")
+        self._open(npz_path, "imgs", (64, 64), layouts or DSPRITES_LAYOUTS, storage, cache_dir)
+
+    @classmethod
+    def from_data_dir(cls, data_dir, **options):
+        return cls(Path(data_dir) / DSPRITES_RELATIVE_PATH, **options)
+
+    def _images(self, factors):
+        images = self._stored(factors @ self._strides)
+        # Why a multiply rather than a lookup: the file holds exactly {0, 1}, and 255 * {0, 1} stays in uint8.
+        return images[..., None] * np.uint8(255)

@@ -1,0 +1,172 @@
+"""Official-format npz files: round trip through the memory-mapped loader, layout by count, and every bad input."""
+
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from submission.data import DatasetError, get_dataset
+from submission.data.npz_datasets import MPI3D_LAYOUTS, DspritesNpz, Mpi3dNpz
+from submission.data.npz_export import write_npz
+
+SUBGRID = [[1, 4], [0, 5], [1], [2], [0, 2], [3, 9, 20], [0, 39]]
+SUBGRID_SIZES = tuple(len(v) for v in SUBGRID)
+COUNT = int(np.prod(SUBGRID_SIZES))
+
+
+def _to_full_grid(sub_factors, values):
+    return np.stack([np.asarray(v)[sub_factors[:, i]] for i, v in enumerate(values)], axis=1)
+
+
+def _cache_files(directory):
+    return sorted(p.name for p in directory.iterdir() if p.suffix != ".npz")
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_round_trip_through_the_npz_gives_the_renderer_images(tmp_path, compress):
+    sim = get_dataset("mpi3d_sim_realistic")
+    path = tmp_path / "mpi3d_toy" / "mpi3d_toy.npz"
+    write_npz(sim, path, SUBGRID, compress=compress)
+    ds = Mpi3dNpz(path, layouts={COUNT: SUBGRID_SIZES})
+    assert ds.factors_num_values == list(SUBGRID_SIZES)
+    sub = ds.sample_factors(40, np.random.RandomState(0))
+    np.testing.assert_array_equal(ds.images_from_factors(sub), sim.images_from_factors(_to_full_grid(sub, SUBGRID)))
+    assert (path.parent / "mpi3d_toy.images.npy").is_file()
+    assert isinstance(ds._mapped.array.base, memoryview) or ds._mapped.array.base is not None  # a view of the map
+    # The second load reuses the cache instead of converting again.
+    mtime = (path.parent / "mpi3d_toy.images.npy").stat().st_mtime_ns
+    again = Mpi3dNpz(path, layouts={COUNT: SUBGRID_SIZES}, storage="memory")
+    assert (path.parent / "mpi3d_toy.images.npy").stat().st_mtime_ns == mtime
+    np.testing.assert_array_equal(again.images_from_factors(sub), ds.images_from_factors(sub))
+
+
+def test_registry_reads_the_data_dir(tmp_path, monkeypatch):
+    write_npz(get_dataset("mpi3d_sim_toy"), tmp_path / "mpi3d_real" / "mpi3d_real.npz", SUBGRID)
+    monkeypatch.setattr("submission.data.npz_datasets.MPI3D_LAYOUTS", {COUNT: SUBGRID_SIZES})
+    monkeypatch.setenv("DISENTANGLEMENT_LIB_DATA", str(tmp_path))
+    ds = get_dataset("mpi3d_real")
+    images, factors = ds.sample_batch(8, np.random.default_rng(0))
+    assert tuple(images.shape) == (8, 3, 64, 64) and tuple(factors.shape) == (8, 7)
+
+
+def test_dsprites_round_trip(tmp_path):
+    sim = get_dataset("dsprites_sim")
+    values = [[0, 1, 2], [5], [0, 10], [3, 30], [0, 31]]
+    path = tmp_path / "d.npz"
+    write_npz(sim, path, values)
+    with np.load(path) as official_format:
+        assert set(official_format.files) == {"imgs", "latents_classes", "latents_values"}
+        assert set(np.unique(official_format["imgs"])) <= {0, 1}
+    sizes = tuple(len(v) for v in values)
+    ds = DspritesNpz(path, layouts={int(np.prod(sizes)): sizes})
+    assert ds.observation_shape == [64, 64, 1]
+    sub = ds.sample_factors(20, np.random.RandomState(1))
+    np.testing.assert_array_equal(ds.images_from_factors(sub), sim.images_from_factors(_to_full_grid(sub, values)))
+
+
+def test_published_layouts_are_detected_by_count():
+    assert MPI3D_LAYOUTS[1_036_800] == (6, 6, 2, 3, 3, 40, 40) and np.prod(MPI3D_LAYOUTS[1_036_800]) == 1_036_800
+    assert MPI3D_LAYOUTS[460_800] == (4, 4, 2, 3, 3, 40, 40) and np.prod(MPI3D_LAYOUTS[460_800]) == 460_800
+
+
+def _write_member(path, key, array, compress=False):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED) as archive:
+        with archive.open(key + ".npy", "w") as member:
+            np.lib.format.write_array(member, array)
+
+
+def _assert_clean_error(path, match, **kwargs):
+    with pytest.raises(DatasetError, match=match) as error:
+        Mpi3dNpz(path, **kwargs)
+    assert "\n" not in str(error.value) and str(path.name) in str(error.value)
+    assert _cache_files(path.parent) == []
+
+
+def test_missing_file_says_how_to_get_it(tmp_path):
+    with pytest.raises(DatasetError) as error:
+        get_dataset("mpi3d_toy", data_dir=tmp_path)
+    message = str(error.value)
+    assert "mpi3d_toy.npz" in message and "submission.data.download mpi3d_toy" in message and "mpi3d_sim_toy" in message
+
+
+def test_wrong_image_count_names_the_count_and_the_expected_ones(tmp_path):
+    path = tmp_path / "x.npz"
+    _write_member(path, "images", np.zeros((5, 64, 64, 3), np.uint8))
+    _assert_clean_error(path, r"5 images; expected one of 1,036,800, 460,800")
+
+
+@pytest.mark.parametrize("array, match", [(np.zeros((4, 64, 64, 3), np.float32), "dtype float32; expected uint8"),
+                                          (np.zeros((4, 32, 32, 3), np.uint8), r"shape \(4, 32, 32, 3\)"),
+                                          (np.zeros((4, 64, 64), np.uint8), r"shape \(4, 64, 64\)")])
+def test_wrong_dtype_or_shape(tmp_path, array, match):
+    path = tmp_path / "x.npz"
+    _write_member(path, "images", array)
+    _assert_clean_error(path, match, layouts={4: (2, 2)})
+
+
+def test_missing_key(tmp_path):
+    path = tmp_path / "x.npz"
+    _write_member(path, "pictures", np.zeros((4, 64, 64, 3), np.uint8))
+    _assert_clean_error(path, "expected a key 'images'", layouts={4: (2, 2)})
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_truncated_npz(tmp_path, compress):
+    path = tmp_path / "x.npz"
+    _write_member(path, "images", np.arange(4 * 64 * 64 * 3).astype(np.uint8).reshape(4, 64, 64, 3), compress)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    _assert_clean_error(path, "x.npz", layouts={4: (2, 2)})
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_corrupt_npz_payload_fails_its_crc(tmp_path, compress):
+    path = tmp_path / "x.npz"
+    _write_member(path, "images", np.random.RandomState(0).randint(0, 255, (4, 64, 64, 3)).astype(np.uint8), compress)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # inside the member's data
+    path.write_bytes(bytes(data))
+    _assert_clean_error(path, "x.npz", layouts={4: (2, 2)})
+
+
+def test_not_a_zip(tmp_path):
+    path = tmp_path / "x.npz"
+    path.write_bytes(b"this is not an npz")
+    _assert_clean_error(path, "not a readable npz")
+
+
+def test_unwritable_cache_directory(tmp_path):
+    path = tmp_path / "x.npz"
+    _write_member(path, "images", np.zeros((4, 64, 64, 3), np.uint8))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")  # a cache_dir under a regular file cannot be created, even by root
+    with pytest.raises(DatasetError, match="cannot write the memory-map cache") as error:
+        Mpi3dNpz(path, layouts={4: (2, 2)}, cache_dir=blocker / "cache")
+    assert "a_file" in str(error.value) and "\n" not in str(error.value)
+    assert _cache_files(tmp_path) == ["a_file"]
+
+
+def test_interrupted_conversion_starts_afresh(tmp_path):
+    path = tmp_path / "x.npz"
+    images = np.random.RandomState(0).randint(0, 255, (4, 64, 64, 3)).astype(np.uint8)
+    _write_member(path, "images", images)
+    dead_pid = 2 ** 22 + 12345  # above the default pid_max: no such process
+    stale_temp = tmp_path / f"x.images.npy.partial-{dead_pid}"
+    stale_temp.write_bytes(b"half")
+    ds = Mpi3dNpz(path, layouts={4: (2, 2)})
+    assert not stale_temp.exists()
+    np.testing.assert_array_equal(ds.images_from_factors(np.array([[1, 0], [0, 1]])), images[[2, 1]])
+    # A cache cut short (say, disk full before a rename we did not make) is detected by size and rebuilt.
+    cache = tmp_path / "x.images.npy"
+    cache.write_bytes(cache.read_bytes()[:1000])
+    os.utime(cache, (path.stat().st_mtime + 10,) * 2)
+    ds = Mpi3dNpz(path, layouts={4: (2, 2)})
+    np.testing.assert_array_equal(ds.images_from_factors(np.array([[1, 1]])), images[[3]])
+
+
+def test_bad_storage_mode(tmp_path):
+    path = tmp_path / "x.npz"
+    _write_member(path, "images", np.zeros((4, 64, 64, 3), np.uint8))
+    with pytest.raises(DatasetError, match="storage 'gpu'"):
+        Mpi3dNpz(path, layouts={4: (2, 2)}, storage="gpu")
