@@ -1,0 +1,61 @@
+"""What every objective shares: the contract, a registry, and the two terms nearly all of them use.
+
+An objective is an ``nn.Module``: ``objective(model, x, factors, step)`` returns a dict name -> scalar tensor, and the
+trainer minimises their sum. Optional hooks: ``setup(dataset)`` once before training (e.g. the dataset size),
+``diagnostics()`` numbers from the last call, ``after_step(step)`` after each optimiser step (e.g. a discriminator).
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+OBJECTIVES = {}
+
+
+def register_objective(name):
+    def add(cls):
+        OBJECTIVES[name] = cls
+        return cls
+    return add
+
+
+def bernoulli_reconstruction(logits, x):
+    """-log p(x|z) for Bernoulli pixels: binary cross-entropy summed over pixels, averaged over the batch."""
+    per_pixel = F.binary_cross_entropy_with_logits(logits.float(), x.float(), reduction="none")
+    return per_pixel.flatten(1).sum(1).mean()
+
+
+def gaussian_kl_per_dim(mu, logvar):
+    """KL(N(mu, exp(logvar)) || N(0, 1)) for each latent dimension, averaged over the batch -> (D,).
+
+    Closed form (Kingma & Welling 2014, appendix B): 0.5 (mu^2 + sigma^2 - 1 - log sigma^2).
+    """
+    mu, logvar = mu.float(), logvar.float()
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(0)
+
+
+class Objective(nn.Module):
+    """Base class: keeps the last diagnostics; the hooks do nothing unless a method needs them."""
+
+    name = "objective"
+
+    def __init__(self):
+        super().__init__()
+        self._diagnostics = {}
+
+    def setup(self, dataset) -> None:
+        """Called once by the trainer before the first step with the training dataset."""
+
+    def diagnostics(self) -> dict:
+        return dict(self._diagnostics)
+
+    def after_step(self, step: int) -> None:
+        """Called after each optimiser step."""
+
+    def record(self, **numbers) -> None:
+        self._diagnostics.update({k: float(v) for k, v in numbers.items()})
+
+
+def build_objective(name: str) -> Objective:
+    if name not in OBJECTIVES:
+        raise ValueError(f"objective {name!r} is unknown: expected one of {sorted(OBJECTIVES)}")
+    return OBJECTIVES[name]()

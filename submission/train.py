@@ -1,0 +1,121 @@
+"""CLI: ``python -m submission.train`` fine-tunes (or trains from scratch) one recipe on one dataset within a budget.
+
+    python -m submission.train --gin_file submission/configs/pvae.gin --dataset mpi3d_sim_toy --output DIR \
+        --budget 5m --seed 0 [--init_from CKPT] [--export PATH/pytorch_model.pt] [--max_steps N] [--gin_binding ...]
+
+Writes DIR/checkpoint.pt, DIR/config.gin, DIR/log.jsonl and the verified TorchScript export (default
+DIR/../representation/pytorch_model.pt). Re-running the same command with the same DIR resumes. ``python -m pretrain``
+runs this same code on the pretraining dataset. Bad input: one line on stderr, exit 2, nothing written.
+"""
+import argparse
+import os
+import sys
+import time
+
+PROCESS_START = time.monotonic()
+
+
+def build_parser(prog: str, pretrain: bool) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    parser.add_argument("--gin_file", action="append", required=True, help="recipe, e.g. submission/configs/pvae.gin")
+    parser.add_argument("--gin_binding", action="append", default=[], help="extra binding, e.g. training.batch_size=32")
+    parser.add_argument("--dataset", default="mpi3d_toy" if pretrain else None, required=not pretrain)
+    parser.add_argument("--output", required=True, help="run directory (checkpoint.pt, config.gin, log.jsonl)")
+    parser.add_argument("--budget", required=True, help="wall-clock budget: 90s, 20m, 8h, 1h30m or seconds")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max_steps", type=int, default=None, help="iteration cap (default: the recipe's)")
+    if not pretrain:
+        parser.add_argument("--init_from", default=None, help="pretrained checkpoint to start from")
+        parser.add_argument("--export", default=None, help="TorchScript path (default DIR/../representation/...)")
+    return parser
+
+
+def gin_python311_compat() -> None:
+    """gin-config 0.4.0 reads ``collections.Mapping``/``collections.Iterable``, which Python 3.10 removed (they live in
+    ``collections.abc``); without these aliases every binding fails at finalisation."""
+    import collections
+    import collections.abc
+    for name in ("Mapping", "Iterable", "Sequence", "MutableMapping", "ValuesView"):
+        if not hasattr(collections, name):
+            setattr(collections, name, getattr(collections.abc, name))
+
+
+def parse_gin(gin_files, bindings) -> None:
+    """Register every configurable, then parse the recipe; any problem becomes one line naming the file."""
+    import gin
+    gin_python311_compat()
+    from submission import models, objectives, trainer  # noqa: F401  (registers the configurables)
+    gin.clear_config()
+    for path in gin_files:
+        if not os.path.isfile(path):
+            raise ValueError(f"gin file {path} does not exist: expected a recipe such as submission/configs/pvae.gin")
+    try:
+        gin.parse_config_files_and_bindings(gin_files, bindings)
+    except Exception as exc:
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ValueError(f"gin config {' '.join(gin_files)} {' '.join(bindings)} is invalid: {detail}") from None
+
+
+def load_dataset(name: str, fallback: str = None):
+    """The dataset called ``name``; for pretraining, ``fallback`` when the official file is absent."""
+    from submission.data import DatasetError, get_dataset
+    try:
+        return name, get_dataset(name)
+    except (DatasetError, ImportError, OSError) as exc:
+        if fallback is None:
+            raise ValueError(str(exc).splitlines()[0] if str(exc) else f"dataset {name!r} is unavailable") from None
+        print(f"dataset {name} is unavailable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+              f"pretraining on {fallback} instead", flush=True)
+        return fallback, get_dataset(fallback)
+
+
+def run(args, pretrain: bool = False) -> dict:
+    """Validate everything, then train. Raises ValueError (one line) on bad input before anything is written."""
+    from submission.budget import parse_budget
+    budget_s = parse_budget(args.budget)
+    parse_gin(args.gin_file, args.gin_binding)
+
+    from submission.models import make_model
+    from submission.objectives import make_objective
+    from submission.trainer import Trainer, load_checkpoint, check_architecture, seed_everything
+
+    init = None
+    init_from = getattr(args, "init_from", None)
+    if init_from:
+        init = load_checkpoint(init_from)
+    dataset_name, dataset = load_dataset(args.dataset, fallback="mpi3d_sim_toy" if pretrain else None)
+    rng = seed_everything(args.seed)
+    model = make_model()
+    if init is not None:
+        check_architecture(init, model, init_from)
+    objective = make_objective()
+    export_path = None
+    if not pretrain:
+        export_path = args.export or os.path.join(os.path.dirname(os.path.abspath(args.output)), "representation",
+                                                  "pytorch_model.pt")
+    extra = {} if args.max_steps is None else {"max_steps": args.max_steps}
+    trainer = Trainer(model, objective, dataset, args.output, seed=args.seed, rng=rng, budget_s=budget_s,
+                      start_time=PROCESS_START, export_path=export_path,
+                      run_info={"dataset": dataset_name, "role": "pretrain" if pretrain else "train",
+                                "init_from": init_from}, **extra)
+    if init is not None and not os.path.exists(trainer.checkpoint_path):
+        trainer.init_from(init, init_from)
+    return trainer.run()
+
+
+def main(argv=None, prog: str = "submission.train", pretrain: bool = False) -> int:
+    args = build_parser(prog, pretrain).parse_args(argv)
+    try:
+        summary = run(args, pretrain=pretrain)
+    except ValueError as exc:          # DatasetError, TrainingError, budget and gin problems are all ValueErrors
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:        # ExportError: the export did not reproduce the model; the old one is kept
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{prog}: done: {summary}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

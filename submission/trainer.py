@@ -1,0 +1,407 @@
+"""The one trainer for every method: budget, iteration cap, checkpoints, resume, and the deadline guarantee.
+
+It never knows which method it runs: it asks the objective for named loss terms and minimises their sum.
+
+The deadline guarantee: an export of the latest good model exists before the budget ends, whatever happens.
+  * an export is written (and verified) before the first step and with every periodic checkpoint;
+  * the loop stops while the time left still covers one more checkpoint + export, a safety margin and a slow step;
+  * a NaN/inf loss rolls back to the last good in-memory snapshot with a lower learning rate (or stops after too many);
+  * SIGTERM/SIGINT stop the loop at the end of the current step; the final checkpoint + export are still written;
+  * any other error writes the export from the last good snapshot before it propagates.
+Checkpoints hold only tensors and primitive containers, so they load with ``torch.load(..., weights_only=True)``.
+"""
+import copy
+import json
+import math
+import os
+import signal
+import sys
+import time
+
+import gin
+import numpy as np
+import torch
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = 1
+
+
+class TrainingError(ValueError):
+    """A bad input to training (a checkpoint that does not fit the recipe, ...): one line for a person."""
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    """Seed torch and return the numpy generator that draws the training batches."""
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def atomic_save(obj, path: str) -> None:
+    """torch.save to a temporary file beside ``path``, then rename: a reader never sees half a file."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def atomic_write_text(text: str, path: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str) -> dict:
+    """Load a checkpoint on the CPU (weights only); a missing or unreadable file is a TrainingError naming it."""
+    if not os.path.isfile(path):
+        raise TrainingError(f"checkpoint {path} does not exist: expected a file written by the trainer")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise TrainingError(f"checkpoint {path} is unreadable ({type(exc).__name__}): expected a trainer "
+                            f"checkpoint") from None
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != CHECKPOINT_FORMAT:
+        raise TrainingError(f"checkpoint {path} has no format {CHECKPOINT_FORMAT} header: expected a file written by "
+                            f"the trainer")
+    return checkpoint
+
+
+def check_architecture(checkpoint: dict, model, path: str) -> None:
+    """The checkpoint's architecture must equal the one the recipe builds."""
+    found, expected = checkpoint.get("model_config"), model.config()
+    if found != expected:
+        raise TrainingError(f"checkpoint {path} holds architecture {json.dumps(found, sort_keys=True)}, but the recipe "
+                            f"builds {json.dumps(expected, sort_keys=True)}: expected the same model")
+
+
+def _cpu_has_fast_bf16() -> bool:
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = f.read()
+        return "amx_bf16" in flags or "avx512_bf16" in flags
+    except OSError:
+        return False
+
+
+def _clone(tree):
+    """Deep copy of a state tree, tensors detached and cloned."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().clone()
+    if isinstance(tree, dict):
+        return {k: _clone(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_clone(v) for v in tree)
+    return copy.deepcopy(tree)
+
+
+@gin.configurable("training", denylist=["model", "objective", "dataset", "output_dir", "seed", "rng", "budget_s",
+                                        "start_time", "export_path", "run_info"])
+class Trainer:
+    """Train ``model`` with ``objective`` on ``dataset``; write ``output_dir``/checkpoint.pt, log.jsonl, config.gin.
+
+    ``run()`` resumes from ``output_dir``/checkpoint.pt when it exists, trains until the iteration cap, the budget,
+    a signal or divergence, then writes the final checkpoint and the verified export; it returns a summary dict.
+    """
+
+    def __init__(self, model, objective, dataset, output_dir: str, seed: int = 0, rng=None, budget_s: float = None,
+                 start_time: float = None, export_path: str = None, run_info: dict = None,
+                 max_steps: int = 90000, batch_size: int = 64, learning_rate: float = 1e-4,
+                 adam_betas=(0.9, 0.999), lr_scheduler: str = None, plateau_factor: float = 0.95,
+                 plateau_patience: int = 0, plateau_interval: int = 500, precision: str = "auto",
+                 channels_last: str = "auto", device: str = "auto", checkpoint_every_s: float = 60.0,
+                 log_every_s: float = 10.0, snapshot_every: int = 200, max_rollbacks: int = 3,
+                 rollback_lr_factor: float = 0.5, safety_margin_s: float = 3.0, export_estimate_s: float = 5.0):
+        self.start_time = time.monotonic() if start_time is None else start_time
+        self.deadline = None if budget_s is None else self.start_time + float(budget_s)
+        self.budget_s = budget_s
+        self.output_dir, self.export_path = output_dir, export_path
+        self.checkpoint_path = os.path.join(output_dir, CHECKPOINT_NAME)
+        self.run_info = dict(run_info or {}, seed=int(seed))
+        self.rng = rng if rng is not None else np.random.default_rng(seed)
+        self.max_steps, self.batch_size = int(max_steps), int(batch_size)
+        self.snapshot_every, self.max_rollbacks = int(snapshot_every), int(max_rollbacks)
+        self.rollback_lr_factor, self.plateau_interval = float(rollback_lr_factor), int(plateau_interval)
+        self.checkpoint_every_s, self.log_every_s = float(checkpoint_every_s), float(log_every_s)
+        self.safety_margin_s = float(safety_margin_s) + (0.01 * float(budget_s) if budget_s else 0.0)
+
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                                   ("cpu" if device == "auto" else device))
+        fast_bf16 = (torch.cuda.is_bf16_supported() if self.device.type == "cuda" else _cpu_has_fast_bf16())
+        self.bf16 = {"auto": fast_bf16, "bf16": True, "fp32": False}[precision]
+        self.channels_last = {"auto": self.bf16, "on": True, "off": False, True: True, False: False}[channels_last]
+
+        self.model = model.to(self.device)
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.objective = objective.to(self.device)
+        self.objective.setup(dataset)
+        self.dataset = dataset
+        params = [p for p in list(self.model.parameters()) + list(self.objective.parameters()) if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=learning_rate, betas=tuple(adam_betas))
+        self.base_lr = float(learning_rate)
+        self.scheduler = None
+        if lr_scheduler == "plateau":
+            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=plateau_factor,
+                                                                        patience=plateau_patience)
+        elif lr_scheduler is not None:
+            raise TrainingError(f"training.lr_scheduler {lr_scheduler!r} is unknown: expected None or 'plateau'")
+
+        self.step, self.lr_scale, self.rollbacks, self.train_seconds = 0, 1.0, 0, 0.0
+        self.export_seconds = float(export_estimate_s) if export_path else 0.0
+        self.save_seconds = 1.0
+        self.step_times = []
+        self._stop_signal = None
+        self._snapshot = None
+        self._bar = None
+        self._plateau_sum, self._plateau_count = 0.0, 0
+
+    # ----------------------------------------------------------------------------------------------- state
+    def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "numpy": self.rng.bit_generator.state}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {"format": CHECKPOINT_FORMAT, "step": self.step, "model_config": self.model.config(),
+                "objective": self.objective.name, "gin_config": gin.operative_config_str(),
+                "run": self.run_info, "model": self.model.state_dict(),
+                "objective_state": self.objective.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+                "lr_scale": self.lr_scale, "rollbacks": self.rollbacks, "train_seconds": self.train_seconds,
+                "plateau": [self._plateau_sum, self._plateau_count], "rng": rng}
+
+    def load_state_dict(self, state: dict, restore_rng: bool = True) -> None:
+        self.model.load_state_dict(state["model"])
+        self.objective.load_state_dict(state["objective_state"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.step, self.lr_scale = int(state["step"]), float(state["lr_scale"])
+        self.rollbacks, self.train_seconds = int(state["rollbacks"]), float(state["train_seconds"])
+        self._plateau_sum, self._plateau_count = state["plateau"]
+        if restore_rng:
+            torch.set_rng_state(state["rng"]["torch"])
+            self.rng.bit_generator.state = state["rng"]["numpy"]
+            if "cuda" in state["rng"] and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+
+    def resume_if_possible(self) -> bool:
+        """Continue from ``output_dir``/checkpoint.pt when a previous run of this command left one."""
+        if not os.path.exists(self.checkpoint_path):
+            return False
+        checkpoint = load_checkpoint(self.checkpoint_path)
+        check_architecture(checkpoint, self.model, self.checkpoint_path)
+        if checkpoint.get("objective") != self.objective.name:
+            raise TrainingError(f"checkpoint {self.checkpoint_path} was trained with objective "
+                                f"{checkpoint.get('objective')!r}, but the recipe uses {self.objective.name!r}: "
+                                f"expected the same method (or a fresh --output)")
+        self.load_state_dict(checkpoint)
+        self._log_line(f"resuming from {self.checkpoint_path} at step {self.step}")
+        return True
+
+    def init_from(self, checkpoint: dict, path: str) -> None:
+        """Fine-tuning: start from a pretrained model (and objective state when it is the same method)."""
+        check_architecture(checkpoint, self.model, path)
+        self.model.load_state_dict(checkpoint["model"])
+        if checkpoint.get("objective") == self.objective.name:
+            self.objective.load_state_dict(checkpoint["objective_state"])
+
+    # ----------------------------------------------------------------------------------------------- outputs
+    def save_checkpoint(self, state: dict = None) -> None:
+        t0 = time.monotonic()
+        atomic_save(state if state is not None else self.state_dict(), self.checkpoint_path)
+        self.save_seconds = max(time.monotonic() - t0, 0.05)
+
+    def export(self) -> None:
+        if not self.export_path:
+            return
+        from .export import export_representation
+        t0 = time.monotonic()
+        export_representation(self.model, self.export_path)
+        self.export_seconds = time.monotonic() - t0
+
+    def _write_log(self, record: dict) -> None:
+        with open(os.path.join(self.output_dir, "log.jsonl"), "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _log_line(self, text: str) -> None:
+        if self._bar is not None:
+            self._bar.write(text, file=sys.stderr)
+        else:
+            print(text, file=sys.stderr, flush=True)
+
+    # ----------------------------------------------------------------------------------------------- time
+    def time_left(self) -> float:
+        return math.inf if self.deadline is None else self.deadline - time.monotonic()
+
+    def reserve_s(self) -> float:
+        """What must stay in hand at the loop's end: a slow step, a checkpoint, an export and the safety margin."""
+        recent = self.step_times[-20:]
+        slow_step = 2.0 * max(recent) if recent else 1.0
+        return slow_step + self.save_seconds + self.export_seconds + self.safety_margin_s
+
+    # ----------------------------------------------------------------------------------------------- loop
+    def _next_batch(self):
+        images, factors = self.dataset.sample_batch(self.batch_size, self.rng)
+        x = images.to(self.device, non_blocking=True).float().div_(255.0)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x, factors.to(self.device, non_blocking=True)
+
+    def _train_step(self):
+        x, factors = self._next_batch()
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            terms = self.objective(self.model, x, factors, self.step)
+        loss = sum(terms.values())
+        if not torch.isfinite(loss):
+            return None, terms
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.objective.after_step(self.step)
+        return loss, terms
+
+    def _rollback(self, terms) -> bool:
+        """A non-finite loss: restore the last good snapshot with a lower learning rate; False when out of tries."""
+        self.rollbacks += 1
+        bad = {k: float(v.detach()) for k, v in terms.items()}
+        if self.rollbacks > self.max_rollbacks:
+            self._log_line(f"non-finite loss at step {self.step} ({bad}) after {self.max_rollbacks} rollbacks: "
+                           f"stopping with the last good model (step {self._snapshot['step']})")
+            self.load_state_dict(_clone(self._snapshot), restore_rng=False)
+            return False
+        scale = self.lr_scale * self.rollback_lr_factor
+        self._log_line(f"non-finite loss at step {self.step} ({bad}): rolling back to step {self._snapshot['step']} "
+                       f"with learning rate x{scale:g}")
+        rollbacks, snapshot_scale = self.rollbacks, float(self._snapshot["lr_scale"])
+        self.load_state_dict(_clone(self._snapshot), restore_rng=False)
+        self.rollbacks, self.lr_scale = rollbacks, scale
+        for group in self.optimizer.param_groups:
+            group["lr"] *= scale / snapshot_scale
+        return True
+
+    def _take_snapshot(self) -> None:
+        self._snapshot = _clone(self.state_dict())
+
+    def _on_signal(self, signum, frame):
+        self._stop_signal = signal.Signals(signum).name
+
+    def _report_progress(self) -> None:
+        fractions = [self.step / max(self.max_steps, 1)]
+        if self.deadline is not None and self.budget_s:
+            fractions.append(1.0 - max(self.time_left(), 0.0) / float(self.budget_s))
+        try:
+            from aicrowd_helpers import register_progress
+        except ImportError:
+            return
+        register_progress(min(max(fractions), 1.0))
+
+    def run(self) -> dict:
+        os.makedirs(self.output_dir, exist_ok=True)
+        self._bar = None
+        self.resume_if_possible()
+        atomic_write_text(gin.operative_config_str() or gin.config_str(), os.path.join(self.output_dir, "config.gin"))
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        self.model.train()
+        self._take_snapshot()
+        reason = None
+        try:
+            self.export()                       # an export exists from the first second on
+            reason = self._loop()
+        except BaseException:
+            self._emergency_export()
+            raise
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            if self._bar is not None:
+                self._bar.close()
+        return self._finish(reason)
+
+    def _loop(self) -> str:
+        from tqdm import tqdm
+        if sys.stderr.isatty():
+            self._bar = tqdm(total=self.max_steps, initial=self.step, unit="it", dynamic_ncols=True)
+        last_checkpoint = last_log = last_progress = time.monotonic()
+        window, window_steps, window_start = {}, 0, time.monotonic()
+        while True:
+            if self._stop_signal:
+                self._log_line(f"{self._stop_signal} received at step {self.step}: writing the checkpoint and export")
+                return f"signal {self._stop_signal}"
+            if self.step >= self.max_steps:
+                return "max_steps"
+            if self.time_left() < self.reserve_s():
+                return "budget"
+            t0 = time.monotonic()
+            loss, terms = self._train_step()
+            if loss is None:
+                if not self._rollback(terms):
+                    return "diverged"
+                continue
+            self.step += 1
+            dt = time.monotonic() - t0
+            self.train_seconds += dt
+            self.step_times = (self.step_times + [dt])[-50:]
+            loss_value = float(loss.detach())
+            for name, value in terms.items():
+                window[name] = window.get(name, 0.0) + float(value.detach())
+            window["loss"] = window.get("loss", 0.0) + loss_value
+            window_steps += 1
+            if self.scheduler is not None:
+                self._plateau_sum += loss_value
+                self._plateau_count += 1
+                if self._plateau_count >= self.plateau_interval:
+                    self.scheduler.step(self._plateau_sum / self._plateau_count)
+                    self._plateau_sum, self._plateau_count = 0.0, 0
+            if self.step % self.snapshot_every == 0:
+                self._take_snapshot()
+            if self._bar is not None:
+                self._bar.update(1)
+            now = time.monotonic()
+            if now - last_log >= self.log_every_s or self.step == self.max_steps:
+                record = {"step": self.step, "elapsed_s": round(now - self.start_time, 2),
+                          "it_per_s": round(window_steps / max(now - window_start, 1e-9), 3),
+                          "lr": self.optimizer.param_groups[0]["lr"],
+                          **{k: v / window_steps for k, v in window.items()}, **self.objective.diagnostics()}
+                self._write_log(record)
+                summary = " ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float) and k != "lr")
+                if self._bar is not None:
+                    self._bar.set_postfix_str(summary[:120])
+                else:
+                    self._log_line(f"step {self.step}/{self.max_steps} {summary}")
+                window, window_steps, window_start, last_log = {}, 0, now, now
+            if now - last_progress >= 5.0:
+                self._report_progress()
+                last_progress = now
+            if now - last_checkpoint >= self.checkpoint_every_s:
+                self._take_snapshot()
+                self.save_checkpoint(self._snapshot)
+                self.export()
+                last_checkpoint = time.monotonic()
+
+    def _emergency_export(self) -> None:
+        """An unexpected error: write the last good snapshot and its export before the error propagates."""
+        if self._snapshot is None:
+            return
+        try:
+            self.load_state_dict(_clone(self._snapshot), restore_rng=False)
+            self.save_checkpoint(self._snapshot)
+            self.export()
+            self._log_line(f"error during training: wrote the last good model (step {self._snapshot['step']})")
+        except Exception as exc:  # the original error matters more
+            self._log_line(f"could not write the last good model ({type(exc).__name__}: {exc})")
+
+    def _finish(self, reason: str) -> dict:
+        self.save_checkpoint()
+        self.export()
+        self._report_progress()
+        summary = {"stopped": reason, "step": self.step, "train_seconds": round(self.train_seconds, 2),
+                   "elapsed_s": round(time.monotonic() - self.start_time, 2), "rollbacks": self.rollbacks,
+                   "export": self.export_path, **self.objective.diagnostics()}
+        self._write_log({"event": "finished", **summary})
+        self._log_line(f"training stopped ({reason}) at step {self.step}; checkpoint {self.checkpoint_path}"
+                       + (f"; export {self.export_path}" if self.export_path else ""))
+        return summary

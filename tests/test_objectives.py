@@ -1,0 +1,146 @@
+"""Objectives against brute force on tiny inputs: reconstruction, KL, both TC estimators, DIP, L0, capacity."""
+import math
+
+import pytest
+import torch
+
+from submission.models import make_model
+from submission.objectives import bernoulli_reconstruction, build_objective, gaussian_kl_per_dim
+from submission.objectives.betatcvae import stratified_log_weights, total_correlation
+from submission.objectives.pvae import batch_covariance, dip_penalty
+
+
+def test_bernoulli_reconstruction_brute_force():
+    torch.manual_seed(0)
+    logits, x = torch.randn(3, 2, 2, 2), torch.rand(3, 2, 2, 2)
+    total = 0.0
+    for n in range(3):
+        for v_logit, v_x in zip(logits[n].flatten().tolist(), x[n].flatten().tolist()):
+            p = 1 / (1 + math.exp(-v_logit))
+            total += -(v_x * math.log(p) + (1 - v_x) * math.log(1 - p))
+    assert bernoulli_reconstruction(logits, x).item() == pytest.approx(total / 3, rel=1e-5)
+
+
+def test_gaussian_kl_against_numerical_integration():
+    mu, logvar = torch.tensor([[0.7, -1.2]]), torch.tensor([[-0.5, 0.8]])
+    got = gaussian_kl_per_dim(mu, logvar)
+    z = torch.linspace(-15, 15, 200_001, dtype=torch.float64)
+    for d in range(2):
+        m, s2 = float(mu[0, d]), math.exp(float(logvar[0, d]))
+        log_q = -0.5 * (math.log(2 * math.pi * s2) + (z - m) ** 2 / s2)
+        log_p = -0.5 * (math.log(2 * math.pi) + z ** 2)
+        integral = torch.trapezoid(log_q.exp() * (log_q - log_p), z).item()
+        assert got[d].item() == pytest.approx(integral, rel=1e-4)
+
+
+def _log_normal(z, m, logvar):
+    return -0.5 * (math.log(2 * math.pi) + logvar + (z - m) ** 2 / math.exp(logvar))
+
+
+def _tc_brute_force(z, mu, logvar, n_data, estimator):
+    """Chen et al.'s estimators written with explicit loops and plain floats."""
+    b, d = len(z), len(z[0])
+    weights = [[1.0 / (b * n_data)] * b for _ in range(b)]           # MWS: 1/(N B) for every j
+    if estimator == "mss":
+        m = b - 1
+        weights = [[1.0 / m] * b for _ in range(b)]
+        for i in range(b):
+            weights[i][i] = 1.0 / n_data
+        for i in range(b - 1):
+            weights[i][i + 1] = (n_data - m) / (n_data * m)
+        weights[b - 2][0] = (n_data - m) / (n_data * m)
+    tc = 0.0
+    for i in range(b):
+        joint = sum(weights[i][j] * math.exp(sum(_log_normal(z[i][k], mu[j][k], logvar[j][k]) for k in range(d)))
+                    for j in range(b))
+        marginals = sum(math.log(sum(weights[i][j] * math.exp(_log_normal(z[i][k], mu[j][k], logvar[j][k]))
+                                     for j in range(b))) for k in range(d))
+        tc += math.log(joint) - marginals
+    return tc / b
+
+
+@pytest.mark.parametrize("estimator", ["mws", "mss"])
+def test_total_correlation_brute_force(estimator):
+    torch.manual_seed(1)
+    b, d, n_data = 5, 3, 37
+    mu, logvar = torch.randn(b, d), 0.3 * torch.randn(b, d)
+    z = mu + torch.exp(0.5 * logvar) * torch.randn(b, d)
+    got = total_correlation(z, mu, logvar, n_data, estimator).item()
+    expected = _tc_brute_force(z.tolist(), mu.tolist(), logvar.tolist(), n_data, estimator)
+    assert got == pytest.approx(expected, rel=1e-4, abs=1e-5)
+
+
+def test_total_correlation_is_finite_where_exp_underflows():
+    """Far-apart posteriors: exp(log q) underflows to 0, logsumexp must not."""
+    mu = torch.tensor([[0.0, 0.0], [400.0, -400.0], [-400.0, 400.0], [800.0, 800.0]])
+    logvar = torch.full((4, 2), -8.0)
+    assert torch.isfinite(total_correlation(mu, mu, logvar, 1000, "mss"))
+    assert torch.isfinite(total_correlation(mu, mu, logvar, 1000, "mws"))
+
+
+def test_stratified_weights_layout():
+    w = stratified_log_weights(4, 10).exp()
+    strat = (10 - 3) / (10 * 3)
+    expected = torch.tensor([[1 / 10, strat, 1 / 3, 1 / 3], [1 / 3, 1 / 10, strat, 1 / 3],
+                             [strat, 1 / 3, 1 / 10, strat], [1 / 3, 1 / 3, 1 / 3, 1 / 10]])
+    assert torch.allclose(w, expected)
+
+
+def test_dip_penalty_brute_force():
+    torch.manual_seed(2)
+    v = torch.randn(6, 3)
+    cov = batch_covariance(v)
+    mean = [sum(v[n, i].item() for n in range(6)) / 6 for i in range(3)]
+    c = [[sum((v[n, i].item() - mean[i]) * (v[n, j].item() - mean[j]) for n in range(6)) / 6 for j in range(3)]
+         for i in range(3)]
+    expected = 20 * sum(c[i][j] ** 2 for i in range(3) for j in range(3) if i != j) + \
+        2 * sum((c[i][i] - 1) ** 2 for i in range(3))
+    assert dip_penalty(cov, 20.0, 2.0).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_pvae_terms_match_their_formulas():
+    torch.manual_seed(3)
+    model = make_model(kind="pvae", architecture="mlp", latent_dim=4)
+    objective = build_objective("pvae")
+    x = torch.rand(8, 3, 64, 64)
+    torch.manual_seed(4)
+    terms = objective(model, x, None, 0)
+    torch.manual_seed(4)
+    out = model(x)
+    m, mu, logvar = out["mask"], out["mu"], out["logvar"]
+    kl = (m * 0.5 * (mu ** 2 + logvar.exp() - 1 - logvar)).sum(1).mean()
+    assert terms["kl"].item() == pytest.approx(kl.item(), rel=1e-5)
+    a = model.gate.log_alpha.detach()
+    l0 = 0.1 * sum(1 / (1 + math.exp(-(v - 0.05 * math.log(0.1 / 1.1)))) for v in a.tolist())
+    assert terms["l0"].item() == pytest.approx(l0, rel=1e-6)
+    assert terms["reconstruction"].item() == pytest.approx(bernoulli_reconstruction(out["logits"], x).item(), rel=1e-6)
+    assert objective.diagnostics()["active_dims"] == 4
+
+
+def test_capacity_term_is_weighted_distance_to_the_ramp():
+    torch.manual_seed(5)
+    model = make_model(kind="vae", architecture="mlp", latent_dim=3).eval()   # eval: z = mu, no sampling
+    objective = build_objective("beta_vae")
+    objective.capacity_max, objective.capacity_steps, objective.capacity_weight = 25.0, 100, 3.0
+    x = torch.rand(4, 3, 64, 64)
+    terms = objective(model, x, None, 40)
+    post = model.encode(x)
+    kl = gaussian_kl_per_dim(post["mu"], post["logvar"]).sum().item()
+    assert terms["kl"].item() == pytest.approx(3.0 * abs(kl - 10.0), rel=1e-5)
+
+
+def test_betatcvae_adds_beta_minus_one_tc():
+    class Data:
+        factors_num_values = [4, 5]
+    torch.manual_seed(6)
+    model = make_model(kind="vae", architecture="mlp", latent_dim=3)
+    objective = build_objective("betatcvae")
+    objective.setup(Data())
+    assert objective.dataset_size == 20
+    x = torch.rand(6, 3, 64, 64)
+    torch.manual_seed(7)
+    terms = objective(model, x, None, 0)
+    torch.manual_seed(7)
+    out = model(x)
+    tc = total_correlation(out["z"], out["mu"], out["logvar"], 20, "mss")
+    assert terms["tc"].item() == pytest.approx((objective.beta - 1) * tc.item(), rel=1e-5, abs=1e-6)

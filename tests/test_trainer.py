@@ -1,0 +1,185 @@
+"""The trainer: resume reproduces the uninterrupted run, NaN rollback, the deadline and signal paths write the export."""
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from submission.models import PrunedVAE, build_model, make_model
+from submission.objectives import build_objective
+from submission.objectives.base import Objective
+from submission.trainer import Trainer, TrainingError, load_checkpoint, seed_everything
+
+
+class TinyData:
+    """Two factors rendered as a smooth 64x64 pattern: cheap, deterministic given the generator."""
+    factors_num_values = [5, 4]
+    num_factors = 2
+    observation_shape = (64, 64, 3)
+
+    def __init__(self):
+        self.weights = np.random.default_rng(123).normal(0, 2.0, size=(2, 3 * 64 * 64))
+
+    def sample_batch(self, n, rng):
+        factors = np.stack([rng.integers(0, k, size=n) for k in self.factors_num_values], axis=1)
+        values = factors / np.array(self.factors_num_values) - 0.5
+        images = np.round(255 / (1 + np.exp(-(values @ self.weights)))).astype(np.uint8).reshape(n, 3, 64, 64)
+        return torch.from_numpy(images), torch.from_numpy(factors)
+
+
+@pytest.fixture(autouse=True)
+def _local_progress_log(tmp_path, monkeypatch):
+    monkeypatch.setenv("AICROWD_OUTPUT_PATH", str(tmp_path / "events"))
+
+
+def _trainer(out, kind="pvae", objective="pvae", seed=0, **kwargs):
+    rng = seed_everything(seed)
+    model = make_model(kind=kind, architecture="mlp", latent_dim=4)
+    settings = dict(max_steps=20, batch_size=8, learning_rate=1e-3, precision="fp32", checkpoint_every_s=1e9,
+                    log_every_s=1e9)
+    settings.update(kwargs)
+    return Trainer(model, build_objective(objective), TinyData(), str(out), seed=seed, rng=rng, **settings)
+
+
+class CrashAt(Objective):
+    """Wraps an objective and raises at one step, as a crash or a kill would."""
+
+    def __init__(self, inner, crash_step):
+        super().__init__()
+        self.inner, self.crash_step, self.name = inner, crash_step, inner.name
+
+    def forward(self, model, x, factors, step):
+        if step == self.crash_step:
+            raise RuntimeError("simulated crash")
+        return self.inner(model, x, factors, step)
+
+
+def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tmp_path):
+    straight = _trainer(tmp_path / "straight")
+    straight.run()
+
+    crashed = _trainer(tmp_path / "resumed", checkpoint_every_s=0.0)     # a checkpoint after every step
+    crashed.objective = CrashAt(crashed.objective, crash_step=13)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        crashed.run()
+    assert load_checkpoint(str(tmp_path / "resumed" / "checkpoint.pt"))["step"] == 13
+
+    resumed = _trainer(tmp_path / "resumed", seed=99)     # a different seed: everything must come from the checkpoint
+    resumed.run()
+    assert resumed.step == straight.step == 20
+    for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    for a, b in zip(straight.optimizer.state_dict()["state"].values(), resumed.optimizer.state_dict()["state"].values()):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    assert straight.rng.bit_generator.state == resumed.rng.bit_generator.state
+
+
+class NaNOnce(Objective):
+    name = "beta_vae"
+
+    def __init__(self, bad_steps):
+        super().__init__()
+        self.inner, self.bad_steps, self.calls = build_objective("beta_vae"), set(bad_steps), 0
+
+    def forward(self, model, x, factors, step):
+        self.calls += 1
+        terms = self.inner(model, x, factors, step)
+        if self.calls in self.bad_steps:
+            terms["kl"] = terms["kl"] * float("nan")
+        return terms
+
+
+def test_nan_loss_rolls_back_with_a_lower_learning_rate(tmp_path):
+    trainer = _trainer(tmp_path, kind="vae", objective="beta_vae", snapshot_every=5)
+    trainer.objective = NaNOnce(bad_steps={8})          # the 8th call: step 7, after the snapshot at step 5
+    summary = trainer.run()
+    assert summary["stopped"] == "max_steps" and summary["rollbacks"] == 1
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(0.5e-3)
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_repeated_nan_stops_with_the_last_good_model(tmp_path):
+    trainer = _trainer(tmp_path, kind="vae", objective="beta_vae", snapshot_every=5, max_rollbacks=2,
+                       export_path=str(tmp_path / "rep" / "pytorch_model.pt"))
+    trainer.objective = NaNOnce(bad_steps=set(range(3, 100)))
+    summary = trainer.run()
+    assert summary["stopped"] == "diverged"
+    assert os.path.exists(tmp_path / "rep" / "pytorch_model.pt")
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_budget_stops_in_time_and_writes_the_export(tmp_path):
+    export = tmp_path / "representation" / "pytorch_model.pt"
+    trainer = _trainer(tmp_path / "train", budget_s=6.0, max_steps=10**9, export_path=str(export),
+                       safety_margin_s=1.0)
+    start = time.monotonic()
+    summary = trainer.run()
+    assert summary["stopped"] == "budget" and summary["step"] > 0
+    assert time.monotonic() - start < 6.0
+    loaded = torch.jit.load(str(export))
+    x = torch.rand(4, 3, 64, 64)
+    assert torch.allclose(loaded(x), trainer.model.representation(x), atol=1e-5)
+    assert (tmp_path / "train" / "config.gin").exists() and (tmp_path / "train" / "log.jsonl").exists()
+
+
+def test_sigterm_stops_cleanly_with_checkpoint_and_export(tmp_path):
+    export = tmp_path / "representation" / "pytorch_model.pt"
+    trainer = _trainer(tmp_path / "train", max_steps=10**9, export_path=str(export))
+    timer = threading.Timer(1.5, os.kill, args=(os.getpid(), signal.SIGTERM))
+    timer.start()
+    summary = trainer.run()
+    timer.join()
+    assert summary["stopped"] == "signal SIGTERM"
+    assert export.exists()
+    assert load_checkpoint(str(tmp_path / "train" / "checkpoint.pt"))["step"] == summary["step"]
+    assert signal.getsignal(signal.SIGTERM) is not trainer._on_signal      # handlers restored
+
+
+def test_resume_refuses_a_different_architecture(tmp_path):
+    _trainer(tmp_path, max_steps=2).run()
+    seed_everything(0)
+    other = build_model({"kind": "pvae", "architecture": "mlp", "latent_dim": 5})
+    trainer = Trainer(other, build_objective("pvae"), TinyData(), str(tmp_path), precision="fp32")
+    with pytest.raises(TrainingError, match="architecture"):
+        trainer.run()
+
+
+class OracleEncoderPVAE(PrunedVAE):
+    """A PVAE whose encoder and decoder are exact and frozen for TinyData's two factors: latents 0-1 carry the
+    factors, latents 2-5 carry nothing. Only the gates learn, so the test isolates the gate mechanics."""
+
+    def __init__(self):
+        super().__init__(architecture="mlp", latent_dim=6, init_log_alpha=1.0)
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.gate.log_alpha.requires_grad_(True)
+        weights = torch.from_numpy(TinyData().weights).float()
+        self.register_buffer("weights", weights)
+        self.register_buffer("unmix", torch.linalg.pinv(weights))
+
+    def encode(self, x):
+        logits = torch.logit(x.flatten(1).clamp(1e-3, 1 - 1e-3))
+        factors = logits @ self.unmix / 0.3                       # roughly unit variance
+        mu = torch.cat([factors, torch.zeros(len(x), 4)], 1)
+        logvar = torch.tensor([-4.0, -4.0, 0.0, 0.0, 0.0, 0.0]).expand(len(x), 6)
+        return {"mu": mu, "logvar": logvar}
+
+    def forward(self, x):
+        out = super().forward(x)
+        out["logits"] = (0.3 * out["z"][:, :2] @ self.weights).reshape(x.shape)
+        return out
+
+
+def test_pvae_gates_switch_off_surplus_dimensions(tmp_path):
+    """Two true factors, six latents: the surplus gates shut, the informative ones stay open."""
+    rng = seed_everything(0)
+    model = OracleEncoderPVAE()
+    trainer = Trainer(model, build_objective("pvae"), TinyData(), str(tmp_path), rng=rng, max_steps=300,
+                      batch_size=32, learning_rate=0.05, precision="fp32", checkpoint_every_s=1e9, log_every_s=1e9)
+    trainer.run()
+    gate = model.gate.deterministic()
+    assert model.active_dimensions() == 2, gate
+    assert torch.all(gate[:2] == 1) and torch.all(gate[2:] == 0), gate
