@@ -131,13 +131,20 @@ class StageFailed(RuntimeError):
     pass
 
 
+class Interrupted(RuntimeError):
+    """A SIGTERM/SIGINT reached the job: the running stage saved its work; no later stage starts."""
+
+
 def _run_stage(name: str, args: list, span: tuple, env: dict) -> None:
     """Run ``python -m ...`` with the progress span set; forward SIGTERM/SIGINT to it so it can save and export."""
     stage_env = dict(env, KIT_PROGRESS_SPAN=f"{span[0]:.4f},{span[1]:.4f}", PYTHONUNBUFFERED="1")
     print(f"\n=== {name}: {' '.join(args)}", flush=True)
     proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO_ROOT, env=stage_env)
 
+    received = []
+
     def forward(signum, _frame):
+        received.append(signal.Signals(signum).name)
         try:
             proc.send_signal(signum)
         except ProcessLookupError:
@@ -149,6 +156,9 @@ def _run_stage(name: str, args: list, span: tuple, env: dict) -> None:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+    if received:
+        raise Interrupted(f"{received[0]} received during {name}; it saved its checkpoint"
+                          f"{' and export' if name == 'fine-tune' else ''} and the job stops here")
     if code != 0:
         raise StageFailed(f"{name} failed with exit code {code}")
 
@@ -239,6 +249,10 @@ def main() -> int:
         return 2
     try:
         run(job)
+    except Interrupted as exc:
+        aicrowd_helpers.execution_error(str(exc))
+        print(f"stopped: {exc}", file=sys.stderr)
+        return 130
     except StageFailed as exc:
         aicrowd_helpers.execution_error(str(exc))
         print(f"error: {exc}", file=sys.stderr)

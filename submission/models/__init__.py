@@ -31,3 +31,6 @@ def make_model(kind: str = "vae", architecture: str = "higgins", latent_dim: int
 __all__ = ["ARCHITECTURES", "HEADS", "MODELS", "GaussianVAE", "PrunedVAE", "HardConcreteGate", "build_model",
            "make_model", "build_architecture", "count_parameters", "register_architecture", "register_head",
            "register_model"]
+
+# Every model kind registers itself, so build_model() rebuilds any checkpoint without importing the zoo first.
+from . import conditional, joint, sparse_coding  # noqa: E402,F401  (kinds cvae, pjvae, vsc)

@@ -1,0 +1,77 @@
+"""The extra metrics against closed forms and brute force on small synthetic codes."""
+import math
+
+import numpy as np
+import pytest
+from scipy.special import logsumexp
+
+from submission.metrics import (active_dimensions, gaussian_total_correlation, mutual_information_concentration,
+                                reconstruction_error, sampled_total_correlation)
+from submission.metrics.mic import histogram_discretize
+
+
+def test_mic_is_one_when_a_dimension_is_the_factor_and_the_rest_is_constant():
+    rng = np.random.default_rng(0)
+    factors = rng.integers(0, 4, size=(2000, 2))
+    codes = np.stack([factors[:, 0], np.zeros(2000), factors[:, 1] * 2.0 + 1.0], 1)
+    result = mutual_information_concentration(codes, factors)
+    # 1 up to the plug-in bias of I(d_other; f) for independent factors on 2000 samples
+    assert result["mic_per_factor"] == pytest.approx([1.0, 1.0], abs=0.01)
+    assert result["mic_best_group"] == [0, 2]
+
+
+def test_mic_matches_the_formula_by_hand_for_a_split_factor():
+    """A factor copied into two dimensions: for S = one of them, MIC = (H - H) / H = 0; for the group of both,
+    (H + H - 0) / H = 2 (redundancy inside S counts twice)."""
+    rng = np.random.default_rng(1)
+    factors = rng.integers(0, 3, size=(3000, 1))
+    codes = np.concatenate([factors, factors], 1).astype(float)
+    assert mutual_information_concentration(codes, factors)["mic"] == pytest.approx(0.0, abs=1e-9)
+    assert mutual_information_concentration(codes, factors, groups=[[0, 1]])["mic"] == pytest.approx(2.0)
+
+
+def test_histogram_discretize_uses_equal_width_bins():
+    codes = np.array([[0.0], [0.49], [0.51], [1.0]])
+    assert histogram_discretize(codes, 2)[:, 0].tolist() == [1, 1, 2, 2]
+
+
+def test_active_dimensions_counts_variance_above_threshold():
+    rng = np.random.default_rng(0)
+    codes = np.stack([rng.normal(0, 1, 500), rng.normal(0, 0.01, 500), np.full(500, 3.0)], 1)
+    result = active_dimensions(codes)
+    assert result["active_dims"] == 1
+    assert result["activity"][0] == pytest.approx(np.var(codes[:, 0]))
+
+
+def test_gaussian_total_correlation_closed_form():
+    """Two unit Gaussians with correlation r: TC = -1/2 log(1 - r^2)."""
+    rng = np.random.default_rng(0)
+    r = 0.8
+    codes = rng.multivariate_normal([0, 0], [[1, r], [r, 1]], size=200000)
+    assert gaussian_total_correlation(codes)["gaussian_tc"] == pytest.approx(-0.5 * math.log(1 - r * r), rel=0.02)
+    independent = rng.normal(size=(200000, 3)) * [1.0, 5.0, 0.1]
+    assert gaussian_total_correlation(independent)["gaussian_tc"] == pytest.approx(0.0, abs=1e-3)
+
+
+def test_sampled_total_correlation_matches_brute_force():
+    rng = np.random.default_rng(0)
+    mu, logvar = rng.normal(size=(5, 2)), rng.normal(size=(5, 2)) * 0.3
+    z = mu + np.exp(0.5 * logvar) * np.random.default_rng(7).standard_normal(mu.shape)
+    expected = 0.0
+    for i in range(5):
+        logq = [[-0.5 * (math.log(2 * math.pi) + logvar[j, d] + (z[i, d] - mu[j, d]) ** 2 / math.exp(logvar[j, d]))
+                 for d in range(2)] for j in range(5)]
+        joint = logsumexp([sum(row) for row in logq]) - math.log(5)
+        marginals = sum(logsumexp([logq[j][d] for j in range(5)]) - math.log(5) for d in range(2))
+        expected += (joint - marginals) / 5
+    got = sampled_total_correlation(mu, logvar, np.random.default_rng(7), chunk=2)["sampled_tc"]
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
+def test_reconstruction_error_closed_form():
+    x = np.array([[[[1.0, 0.0]]]])
+    result = reconstruction_error(x, lambda batch: np.zeros_like(batch))       # logits 0: p = 1/2 everywhere
+    assert result["reconstruction_nll"] == pytest.approx(2 * math.log(2))
+    assert result["reconstruction_mse"] == pytest.approx(0.25)
+    with pytest.raises(ValueError):
+        reconstruction_error(x, lambda batch: np.zeros((1, 2)))
