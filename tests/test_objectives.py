@@ -144,3 +144,10 @@ def test_betatcvae_adds_beta_minus_one_tc():
     out = model(x)
     tc = total_correlation(out["z"], out["mu"], out["logvar"], 20, "mss")
     assert terms["tc"].item() == pytest.approx((objective.beta - 1) * tc.item(), rel=1e-5, abs=1e-6)
+
+
+def test_stratified_estimator_refuses_a_dataset_smaller_than_the_batch():
+    from submission.objectives.betatcvae import stratified_log_weights
+    with pytest.raises(ValueError, match="N >= batch size - 1"):
+        stratified_log_weights(64, 10)
+    assert torch.isfinite(stratified_log_weights(8, 7)).sum() == 8 * 8 - 8  # N = B-1: the 8 stratified weights are 0

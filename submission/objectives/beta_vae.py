@@ -2,7 +2,7 @@
 import gin
 
 from .base import Objective, bernoulli_reconstruction, gaussian_kl_per_dim, register_objective
-from .schedules import LinearRamp
+from submission.schedules import LinearRamp
 
 
 def kl_term(kl, step, beta, capacity_max, capacity_steps, capacity_weight):

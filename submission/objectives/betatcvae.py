@@ -24,6 +24,9 @@ def stratified_log_weights(batch_size: int, dataset_size: int, device=None):
     1/(B-1) everywhere, 1/N on the diagonal, (N-B+1)/(N(B-1)) on W[i, i+1] and on W[B-2, 0]."""
     b, n = batch_size, dataset_size
     m = b - 1
+    if n < m:  # the stratified weight (N-B+1)/(N(B-1)) would be negative: there is no such sampler
+        raise ValueError(f"the minibatch-stratified TC estimator needs dataset size N >= batch size - 1, "
+                         f"got N={n} and batch size {b}: use estimator='mws' or a smaller batch")
     w = torch.full((b, b), 1.0 / m, dtype=torch.float64)
     w.fill_diagonal_(1.0 / n)
     strat = (n - m) / (n * m)
