@@ -1,14 +1,18 @@
-"""Data-layer figures: batch-64 sampling speed (procedural and memory-mapped npz) and peak RSS on a full-size file.
+"""Data-layer figures: batch-64 sampling speed (procedural and on-disk npz) and peak RSS on a full-size file.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_data.py [--num_images 1036800] [--dir scratch/bench_data] [--keep]
+                                                           [--skip_npz] [--skip_procedural]
 
 The npz part writes a synthetic MPI3D-format npz (uncompressed zip holding images.npy, as published) of ``num_images``
-images, converts it to the memory-mappable .npy, samples random batches and checks each image is the one its factors index
-(image i is filled with i % 251).  Peak RSS is the process's high-water mark (ru_maxrss), measured before the procedural
-part runs.  Files are deleted afterwards unless --keep.
+images, converts it to the .npy the default ``storage="disk"`` reads, samples random batches and checks each image is the
+one its factors index (image i is filled with i % 251).  Peak RSS while sampling is the kernel's high-water mark VmHWM,
+reset (``/proc/self/clear_refs``) after the file is written and converted, so it covers only opening and sampling; the
+high-water mark up to then (ru_maxrss, which includes writing the synthetic file) is printed before the reset.  Files are
+deleted afterwards unless --keep.
 """
 
 import argparse
+import os
 import resource
 import shutil
 import sys
@@ -24,7 +28,26 @@ from submission.data.npz_datasets import MPI3D_LAYOUTS, Mpi3dNpz  # noqa: E402
 
 
 def peak_rss_mb():
+    """The process's RSS high-water mark (Linux: since start, or since the last reset_rss_high_water)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _status_mb(field):
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_rss_high_water():
+    """Reset VmHWM to the current RSS (Linux >= 4.0); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def throughput(render, sizes, repeats, batches, batch=64, seed=0):
@@ -59,21 +82,37 @@ def bench_npz(directory, num_images, repeats, batches):
     write_synthetic_npz(path, num_images)
     print(f"npz: wrote {num_images:,} images ({path.stat().st_size / 1e9:.2f} GB) in {time.perf_counter() - start:.0f} s")
     start = time.perf_counter()
-    ds = Mpi3dNpz(path, name="mpi3d_bench", layouts=layouts)
-    print(f"npz: converted to memory-mappable .npy in {time.perf_counter() - start:.0f} s; "
-          f"peak RSS so far {peak_rss_mb():.0f} MB; layout {ds.factors_num_values}")
+    Mpi3dNpz(path, name="mpi3d_bench", layouts=layouts)
+    print(f"npz: converted to .npy in {time.perf_counter() - start:.0f} s; peak RSS so far {peak_rss_mb():.0f} MB")
+    hwm_reset = reset_rss_high_water()
+    print(f"npz: RSS before opening and sampling {_status_mb('VmRSS'):.0f} MB"
+          f"{'' if hwm_reset else ' (cannot reset VmHWM here: the peak below includes writing the file)'}")
+    ds = Mpi3dNpz(path, name="mpi3d_bench", layouts=layouts)  # the default storage, as training opens it
+    print(f"npz: storage {ds.storage!r}; layout {ds.factors_num_values}")
     strides = ds._strides
     for f in [np.stack([np.random.default_rng(9).integers(0, s, 64) for s in ds.factor_sizes], 1)]:
         assert np.array_equal(ds.images_from_factors(f)[:, 0, 0, 0], ((f @ strides) % 251).astype(np.uint8))
     median, rates = throughput(ds.images_from_factors, ds.factor_sizes, repeats, batches)
-    print(f"npz mmap images_from_factors, batch 64: median {median:,.0f} img/s (runs: {', '.join(f'{r:,.0f}' for r in rates)})")
-    rng = np.random.default_rng(1)
-    start = time.perf_counter()
-    for _ in range(batches):
-        ds.sample_batch(64, rng)
-    print(f"npz mmap sample_batch (torch NCHW), batch 64: {64 * batches / (time.perf_counter() - start):,.0f} img/s")
-    print(f"npz: peak RSS while sampling {peak_rss_mb():.0f} MB (limit 2048 MB; the file is {num_images * 12288 / 1e9:.1f} GB)")
+    print(f"npz {ds.storage} images_from_factors, batch 64: median {median:,.0f} img/s "
+          f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})")
+    median, rates = sample_batch_throughput(ds, repeats, batches)
+    print(f"npz {ds.storage} sample_batch (torch NCHW), batch 64: median {median:,.0f} img/s "
+          f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})")
+    print(f"npz: peak RSS while sampling {_status_mb('VmHWM'):.0f} MB (VmHWM; limit 2048 MB; the file is "
+          f"{num_images * 12288 / 1e9:.2f} GB); RSS now {_status_mb('VmRSS'):.0f} MB")
     return path.parent
+
+
+def sample_batch_throughput(ds, repeats, batches, batch=64, seed=1):
+    """Median images/s over ``repeats`` runs of ``batches`` calls of ``ds.sample_batch``."""
+    rng = np.random.default_rng(seed)
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(batches):
+            ds.sample_batch(batch, rng)
+        rates.append(batch * batches / (time.perf_counter() - start))
+    return float(np.median(rates)), rates
 
 
 def bench_procedural(repeats, batches):
@@ -92,11 +131,9 @@ def bench_procedural(repeats, batches):
         median, rates = throughput(ds.images_from_factors, sizes, repeats, batches)
         print(f"{name} images_from_factors, batch 64: median {median:,.0f} img/s "
               f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})")
-        rng = np.random.default_rng(1)
-        start = time.perf_counter()
-        for _ in range(batches):
-            ds.sample_batch(64, rng)
-        print(f"{name} sample_batch (torch NCHW), batch 64: {64 * batches / (time.perf_counter() - start):,.0f} img/s")
+        median, rates = sample_batch_throughput(ds, repeats, batches)
+        print(f"{name} sample_batch (torch NCHW), batch 64: median {median:,.0f} img/s "
+              f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})")
     print(f"peak RSS after procedural part {peak_rss_mb():.0f} MB")
 
 
@@ -108,6 +145,7 @@ def main():
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--skip_npz", action="store_true")
+    parser.add_argument("--skip_procedural", action="store_true")
     args = parser.parse_args()
     if not args.skip_npz:
         try:
@@ -115,7 +153,8 @@ def main():
         finally:
             if not args.keep:
                 shutil.rmtree(args.dir / "mpi3d_bench", ignore_errors=True)
-    bench_procedural(args.repeats, args.batches)
+    if not args.skip_procedural:
+        bench_procedural(args.repeats, args.batches)
 
 
 if __name__ == "__main__":

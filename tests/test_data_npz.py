@@ -1,6 +1,8 @@
-"""Official-format npz files: round trip through the memory-mapped loader, layout by count, and every bad input."""
+"""Official-format npz files: round trip through the on-disk loader, layout by count, and every bad input."""
 
 import os
+import pickle
+import threading
 import zipfile
 
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 
 from submission.data import DatasetError, get_dataset
 from submission.data.npz_datasets import MPI3D_LAYOUTS, DspritesNpz, Mpi3dNpz
+from submission.data.npz_store import DiskImages
 from submission.data.npz_export import write_npz
 
 SUBGRID = [[1, 4], [0, 5], [1], [2], [0, 2], [3, 9, 20], [0, 39]]
@@ -33,7 +36,7 @@ def test_round_trip_through_the_npz_gives_the_renderer_images(tmp_path, compress
     sub = ds.sample_factors(40, np.random.RandomState(0))
     np.testing.assert_array_equal(ds.images_from_factors(sub), sim.images_from_factors(_to_full_grid(sub, SUBGRID)))
     assert (path.parent / "mpi3d_toy.images.npy").is_file()
-    assert isinstance(ds._mapped.array.base, memoryview) or ds._mapped.array.base is not None  # a view of the map
+    assert ds.storage == "disk" and ds._in_memory is None  # read from the .npy per batch, nothing held
     # The second load reuses the cache instead of converting again.
     mtime = (path.parent / "mpi3d_toy.images.npy").stat().st_mtime_ns
     again = Mpi3dNpz(path, layouts={COUNT: SUBGRID_SIZES}, storage="memory")
@@ -141,7 +144,7 @@ def test_unwritable_cache_directory(tmp_path):
     _write_member(path, "images", np.zeros((4, 64, 64, 3), np.uint8))
     blocker = tmp_path / "a_file"
     blocker.write_text("")  # a cache_dir under a regular file cannot be created, even by root
-    with pytest.raises(DatasetError, match="cannot write the memory-map cache") as error:
+    with pytest.raises(DatasetError, match="cannot write the .npy cache") as error:
         Mpi3dNpz(path, layouts={4: (2, 2)}, cache_dir=blocker / "cache")
     assert "a_file" in str(error.value) and "\n" not in str(error.value)
     assert _cache_files(tmp_path) == ["a_file"]
@@ -170,3 +173,78 @@ def test_bad_storage_mode(tmp_path):
     _write_member(path, "images", np.zeros((4, 64, 64, 3), np.uint8))
     with pytest.raises(DatasetError, match="storage 'gpu'"):
         Mpi3dNpz(path, layouts={4: (2, 2)}, storage="gpu")
+
+
+def _small_npy(tmp_path, count=50, row_shape=(64, 64, 3)):
+    images = np.random.RandomState(3).randint(0, 256, (count, *row_shape)).astype(np.uint8)
+    path = tmp_path / "small.npy"
+    np.save(path, images)
+    return path, np.load(path)  # the reference: numpy's own reader of the same file
+
+
+@pytest.mark.parametrize("row_shape", [(64, 64, 3), (64, 64), (3, 5)])
+def test_disk_reads_are_bit_identical_to_np_load(tmp_path, row_shape):
+    path, reference = _small_npy(tmp_path, row_shape=row_shape)
+    store = DiskImages(path)
+    assert store.shape == reference.shape and store.dtype == reference.dtype
+    rng = np.random.default_rng(0)
+    cases = [rng.integers(0, 50, 64),                      # random, with repeats
+             np.array([7, 7, 7, 3, 3, 49, 0, 7]),          # repeated and unsorted
+             np.arange(50)[::-1],                          # one run, requested backwards
+             np.array([10, 11, 12, 40, 41, 0, 1, 2, 3]),   # several consecutive runs, out of order
+             np.array([49]), np.array([0]), np.arange(50),  # the edges and the whole file
+             rng.integers(0, 50, (4, 6))]                  # a 2-D index array, as numpy fancy indexing allows
+    for _ in range(3):  # again, through the reused staging buffer
+        for indices in cases:
+            got = store.take(indices)
+            np.testing.assert_array_equal(got, reference[indices])
+            assert got.dtype == reference.dtype and got.shape == reference[indices].shape
+    first = store.take(np.array([1, 2]))
+    store.take(np.array([30, 31]))
+    np.testing.assert_array_equal(first, reference[[1, 2]])  # results are copies, not views of the staging buffer
+    assert store.take(np.array([], np.int64)).shape == (0, *row_shape)
+    np.testing.assert_array_equal(store.read_all(chunk_rows=7), reference)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(store)).take(cases[0]), reference[cases[0]])
+    with pytest.raises(IndexError):
+        store.take(np.array([50]))
+    with pytest.raises(IndexError):
+        store.take(np.array([-1]))
+
+
+def test_disk_reads_from_threads(tmp_path):
+    path, reference = _small_npy(tmp_path)
+    store, failures = DiskImages(path), []
+
+    def worker(seed):
+        rng = np.random.default_rng(seed)
+        for _ in range(200):
+            indices = rng.integers(0, 50, int(rng.integers(1, 80)))
+            if not np.array_equal(store.take(indices), reference[indices]):
+                failures.append(seed)
+
+    threads = [threading.Thread(target=worker, args=(seed,)) for seed in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert failures == []
+
+
+def test_disk_storage_never_maps_the_file_and_mmap_is_an_alias(tmp_path):
+    sim = get_dataset("mpi3d_sim_toy")
+    path = tmp_path / "m" / "m.npz"
+    write_npz(sim, path, SUBGRID)
+    ds = Mpi3dNpz(path, layouts={COUNT: SUBGRID_SIZES})
+    old_name = Mpi3dNpz(path, layouts={COUNT: SUBGRID_SIZES}, storage="mmap")
+    in_ram = Mpi3dNpz(path, layouts={COUNT: SUBGRID_SIZES}, storage="memory")
+    assert ds.storage == old_name.storage == "disk" and in_ram.storage == "memory"
+    sub = ds.sample_factors(100, np.random.RandomState(5))
+    with np.load(path) as archive:
+        np.testing.assert_array_equal(ds.images_from_factors(sub), archive["images"][sub @ ds._strides])
+    np.testing.assert_array_equal(old_name.images_from_factors(sub), in_ram.images_from_factors(sub))
+    images, factors = ds.sample_batch(16, np.random.default_rng(2))
+    expected, _ = in_ram.sample_batch(16, np.random.default_rng(2))
+    assert images.dtype == expected.dtype and np.array_equal(images.numpy(), expected.numpy())
+    if os.path.exists("/proc/self/maps"):
+        with open("/proc/self/maps") as maps:
+            assert "m.images.npy" not in maps.read()

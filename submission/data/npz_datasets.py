@@ -1,4 +1,4 @@
-"""File-backed datasets: the official MPI3D and dSprites npz files, memory-mapped.
+"""File-backed datasets: the official MPI3D and dSprites npz files, read from disk per batch (RAM or GPU on request).
 
 MPI3D (Gondal et al. 2019): ``<data_dir>/<name>/<name>.npz``, key ``images``, uint8 (N, 64, 64, 3), row-major over the factor
 grid with the last factor fastest.  The layout is read off the image count, because two generations of files exist and
@@ -9,6 +9,10 @@ dlib 1.5 hard-codes the older one for toy and realistic (mislabelling today's fi
 
 dSprites (Matthey et al. 2017): ``<data_dir>/dsprites/dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz``, key ``imgs``,
 uint8 (737280, 64, 64) in {0, 1}; grid [1, 3, 6, 40, 32, 32] with the constant colour factor dropped, as dlib does.
+
+Storage (``storage=``): ``"disk"`` (default; ``"mmap"`` is accepted as its old name) converts the member once to a ``.npy``
+beside the npz and reads each batch's rows with positional reads, so the process holds a batch, not the file (see
+``npz_store.DiskImages``); ``"memory"`` reads the whole array into RAM (12.7 GB for MPI3D); ``"cuda"`` copies it to the GPU.
 """
 
 from pathlib import Path
@@ -18,12 +22,13 @@ import torch
 
 from submission.data.errors import DatasetError
 from submission.data.factor_grid import FactorGridDataset, factor_strides
-from submission.data.npz_store import mapped_npz_member
+from submission.data.npz_store import open_npz_member
 
 MPI3D_LAYOUTS = {1_036_800: (6, 6, 2, 3, 3, 40, 40), 460_800: (4, 4, 2, 3, 3, 40, 40)}
 DSPRITES_LAYOUTS = {737_280: (3, 6, 40, 32, 32)}
 DSPRITES_RELATIVE_PATH = Path("dsprites") / "dsprites_ndarray_co1sh3sc6or40x32y32_64x64.npz"
-STORAGES = ("mmap", "memory", "cuda")
+STORAGES = ("disk", "memory", "cuda")
+STORAGE_ALIASES = {"mmap": "disk"}  # the default's name while it memory-mapped the file
 
 
 def mpi3d_npz_path(name, data_dir):
@@ -42,23 +47,24 @@ class _NpzImageDataset(FactorGridDataset):
     """Images of a factor grid stored row-major in an npz member; images stay on disk unless ``storage`` says otherwise."""
 
     def _open(self, npz_path, key, image_shape, layouts, storage, cache_dir):
+        storage = STORAGE_ALIASES.get(storage, storage)
         if storage not in STORAGES:
             raise DatasetError(f"{self.name}: storage {storage!r}; expected one of {STORAGES}")
         self.path = Path(npz_path)
         self.storage = storage
-        self._mapped = mapped_npz_member(self.path, key, np.uint8, image_shape, tuple(layouts), cache_dir)
-        self.factor_sizes = tuple(layouts[self._mapped.shape[0]])
+        self._store = open_npz_member(self.path, key, np.uint8, image_shape, tuple(layouts), cache_dir)
+        self.factor_sizes = tuple(layouts[self._store.shape[0]])
         self._strides = factor_strides(self.factor_sizes)
         self._in_memory = None
         if storage == "memory":
-            self._in_memory = np.array(self._mapped.array)
+            self._in_memory = self._store.read_all()
         elif storage == "cuda":
-            self._in_memory = torch.from_numpy(np.array(self._mapped.array)).to("cuda")
+            self._in_memory = torch.from_numpy(self._store.read_all()).to("cuda")
 
     def _stored(self, index):
         """uint8 rows of the stored array (numpy), whatever the storage."""
-        if self.storage == "mmap":
-            return self._mapped.take(index)
+        if self.storage == "disk":
+            return self._store.take(index)
         if self.storage == "memory":
             return self._in_memory[index]
         return self._in_memory[torch.from_numpy(index).to(self._in_memory.device)].cpu().numpy()
@@ -79,7 +85,7 @@ class Mpi3dNpz(_NpzImageDataset):
 
     _observation_shape = (64, 64, 3)
 
-    def __init__(self, npz_path, name="mpi3d", layouts=None, storage="mmap", cache_dir=None):
+    def __init__(self, npz_path, name="mpi3d", layouts=None, storage="disk", cache_dir=None):
         self.name = name
         _require_file(npz_path, name, "mpi3d_sim_toy" if name != "mpi3d_realistic" else "mpi3d_sim_realistic")
         self._open(npz_path, "images", (64, 64, 3), layouts or MPI3D_LAYOUTS, storage, cache_dir)
@@ -97,7 +103,7 @@ class DspritesNpz(_NpzImageDataset):
 
     _observation_shape = (64, 64, 1)
 
-    def __init__(self, npz_path, layouts=None, storage="mmap", cache_dir=None):
+    def __init__(self, npz_path, layouts=None, storage="disk", cache_dir=None):
         self.name = "dsprites_full"
         _require_file(npz_path, self.name, "dsprites_sim")
         self._open(npz_path, "imgs", (64, 64), layouts or DSPRITES_LAYOUTS, storage, cache_dir)

@@ -1,15 +1,16 @@
-"""An npz member as a memory-mapped array: validated, converted once to a .npy beside the npz, then mapped read-only.
+"""An npz member as an on-disk array: validated, converted once to a .npy beside the npz, then read row by row on demand.
 
-Why convert: the published MPI3D files are 12.7 GB; ``np.load(npz)["images"]`` reads all of it into RAM (dlib does this).
+Why convert: the published MPI3D files are 12.7 GB; ``np.load(npz)["images"]`` reads all of it into RAM (dlib does this),
+and a deflated zip member cannot be read at random offsets.
 An npz is a zip whose members are .npy files (numpy's NEP 1 format).  We stream the member out of the zip in chunks
 (zipfile decompresses deflated members on the fly and checks the CRC at the end), write ``<stem>.<key>.npy`` under a temp
 name, check its size, then rename; an interrupted conversion leaves only a temp file, which the next run removes.
 """
 
 import logging
-import mmap
 import os
 import sys
+import threading
 import zipfile
 from pathlib import Path
 
@@ -113,7 +114,7 @@ def convert_npz_member(npz_path, key, target, expected_dtype, image_shape, allow
                 temp = target.with_name(target.name + TEMP_MARKER + str(os.getpid()))
                 out = open(temp, "wb")
             except OSError as error:
-                raise DatasetError(f"{target.parent}: cannot write the memory-map cache ({error.strerror or error}); "
+                raise DatasetError(f"{target.parent}: cannot write the .npy cache ({error.strerror or error}); "
                                    f"expected a writable directory (pass cache_dir= to use another)") from None
             progress = _progress(expected_bytes, f"converting {npz_path.name}[{key}] to {target.name}")
             try:
@@ -141,39 +142,104 @@ def convert_npz_member(npz_path, key, target, expected_dtype, image_shape, allow
     return shape
 
 
-class MappedImages:
-    """A read-only memory map of a uint8 .npy image array, with a bounded resident set.
+class DiskImages:
+    """A uint8 .npy image array read from disk on demand with positional reads; the process never maps or holds the file.
 
-    Reading a random image faults its pages into this process's RSS, where they would stay, together with the neighbours
-    the kernel maps around each fault (readahead, fault-around, large folios).  After ``release_bytes`` of requested reads
-    we drop the mapped pages with madvise(MADV_DONTNEED).  KNOWN GAP: on this machine's kernel (6.18, Firecracker VM) the
-    bench still measured a peak RSS of 7.5-12 GB on the 12.7 GB file, so the 2 GB goal is not met yet; see bench_data.py.  The kernel's page cache keeps them, so re-reads stay fast, but the
-    process's RSS stays bounded however long training samples.
+    Why not a memory map: pages of a mapped file that the process touches count toward its RSS, and on this machine's kernel
+    (6.18, Firecracker VM) readahead, fault-around and large folios made a random-batch sampler's RSS reach 7.5-12 GB on the
+    12.7 GB file even with periodic madvise(MADV_DONTNEED).  ``take`` instead sorts the requested rows, merges runs of
+    consecutive rows, and reads each run with one ``os.preadv`` into a per-thread staging buffer that is reused across calls,
+    then gathers the rows back into the requested order (repeats read once).  The kernel's page cache still holds recently
+    read pages, so re-reads stay fast, but none of it is this process's memory: RSS grows only by a batch.  Positional
+    reads carry no file offset, so threads and forked DataLoader workers can share the descriptor.
     """
 
-    def __init__(self, npy_path, release_bytes=64 << 20):
+    def __init__(self, npy_path):
         self.path = Path(npy_path)
         with open(self.path, "rb") as handle:
             shape, fortran_order, dtype, header_bytes = read_npy_header(handle, self.path)
-            self._map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-        self.shape, self.dtype = shape, dtype
-        self.array = np.frombuffer(self._map, dtype=dtype, count=int(np.prod(shape)), offset=header_bytes).reshape(shape)
-        self.release_bytes = release_bytes
-        self._bytes_since_release = 0
-        self._image_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+        if fortran_order:
+            raise DatasetError(f"{self.path}: Fortran-ordered array; expected C order")
+        self.shape, self.dtype, self._header_bytes = shape, dtype, header_bytes
+        self._row_shape = tuple(shape[1:])
+        self._row_bytes = int(np.prod(self._row_shape, dtype=np.int64)) * dtype.itemsize
+        self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        self._local = threading.local()
+
+    def __len__(self):
+        return self.shape[0]
+
+    def close(self):
+        if getattr(self, "_fd", None) is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __del__(self):
+        self.close()
+
+    def __getstate__(self):  # picklable (spawned DataLoader workers): reopen the file on the other side
+        return {"path": self.path}
+
+    def __setstate__(self, state):
+        self.__init__(state["path"])
+
+    def _read_into(self, view, offset):
+        """Fill the writable byte memoryview ``view`` from file offset ``offset`` (loops over short reads)."""
+        done, total = 0, len(view)
+        while done < total:
+            count = os.preadv(self._fd, [view[done:]], offset + done)
+            if count == 0:
+                raise DatasetError(f"{self.path}: file ends at byte {offset + done:,}; expected {offset + total:,} "
+                                   f"(truncated since it was opened?)")
+            done += count
+
+    def _staging(self, rows):
+        """This thread's reusable buffer of at least ``rows`` rows (grown by doubling, never shrunk)."""
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is None or len(buffer) < rows:
+            buffer = np.empty((max(rows, 2 * (0 if buffer is None else len(buffer))), *self._row_shape), self.dtype)
+            self._local.buffer = buffer
+        return buffer
+
+    def read_rows(self, start, stop, out=None):
+        """Rows ``start:stop`` (contiguous in the file) as a fresh array, or into ``out`` (C-contiguous, right shape)."""
+        if out is None:
+            out = np.empty((stop - start, *self._row_shape), self.dtype)
+        self._read_into(memoryview(out.reshape(-1).view(np.uint8)), self._header_bytes + start * self._row_bytes)
+        return out
+
+    def read_all(self, chunk_rows=None):
+        """The whole array in RAM (the opt-in ``memory``/``cuda`` storages), read in chunks into one allocation."""
+        out = np.empty(self.shape, self.dtype)
+        chunk_rows = chunk_rows or max(1, CHUNK_BYTES // max(self._row_bytes, 1))
+        for start in range(0, self.shape[0], chunk_rows):
+            self.read_rows(start, min(start + chunk_rows, self.shape[0]), out[start:start + chunk_rows])
+        return out
 
     def take(self, indices):
-        """A copy of the images at ``indices`` (gathered in C by numpy)."""
-        images = self.array[indices]
-        self._bytes_since_release += len(indices) * self._image_bytes
-        if self._bytes_since_release >= self.release_bytes and hasattr(self._map, "madvise"):
-            self._map.madvise(mmap.MADV_DONTNEED)
-            self._bytes_since_release = 0
-        return images
+        """A fresh array of the rows at ``indices`` (any int array shape, in [0, N)), like ``array[indices]``."""
+        indices = np.asarray(indices)
+        flat = indices.reshape(-1).astype(np.int64, copy=False)
+        if flat.size == 0:
+            return np.empty((*indices.shape, *self._row_shape), self.dtype)
+        if flat.min() < 0 or flat.max() >= self.shape[0]:
+            bad = flat[(flat < 0) | (flat >= self.shape[0])][0]
+            raise IndexError(f"{self.path}: row {bad} out of range for {self.shape[0]:,} rows")
+        unique, inverse = np.unique(flat, return_inverse=True)
+        buffer = self._staging(len(unique))
+        # Runs of consecutive rows: [run_starts[k], run_stops[k]) in ``unique`` positions, each one contiguous file range.
+        breaks = np.flatnonzero(np.diff(unique) != 1) + 1
+        run_starts = np.concatenate(([0], breaks)).tolist()
+        run_stops = np.concatenate((breaks, [len(unique)])).tolist()
+        raw = memoryview(buffer.reshape(-1).view(np.uint8))
+        row_bytes, header_bytes, first_rows = self._row_bytes, self._header_bytes, unique[run_starts].tolist()
+        for begin, end, row in zip(run_starts, run_stops, first_rows):
+            self._read_into(raw[begin * row_bytes:end * row_bytes], header_bytes + row * row_bytes)
+        return buffer[inverse.reshape(indices.shape)]
 
 
-def mapped_npz_member(npz_path, key, expected_dtype, image_shape, allowed_counts, cache_dir=None):
-    """MappedImages of ``key`` in ``npz_path``, converting it first if there is no up-to-date .npy beside it (or in cache_dir)."""
+def open_npz_member(npz_path, key, expected_dtype, image_shape, allowed_counts, cache_dir=None):
+    """DiskImages of ``key`` in ``npz_path``, converting it first if there is no up-to-date .npy beside it (or in cache_dir)."""
     npz_path = Path(npz_path)
     target = Path(cache_dir or npz_path.parent) / f"{npz_path.stem}.{key}.npy"
     if target.exists() and target.stat().st_mtime >= npz_path.stat().st_mtime:
@@ -182,7 +248,7 @@ def mapped_npz_member(npz_path, key, expected_dtype, image_shape, allowed_counts
         complete = target.stat().st_size == header_bytes + int(np.prod(shape)) * dtype.itemsize
         if complete:
             check_array_header(shape, fortran_order, dtype, target, expected_dtype, image_shape, allowed_counts)
-            return MappedImages(target)
+            return DiskImages(target)
         log.warning("%s: incomplete cache (%d bytes); converting afresh", target, target.stat().st_size)
     convert_npz_member(npz_path, key, target, expected_dtype, image_shape, allowed_counts)
-    return MappedImages(target)
+    return DiskImages(target)
