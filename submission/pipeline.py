@@ -41,6 +41,7 @@ class JobConfig:
     seed: int
     grading: bool
     evaluate: bool
+    eval_settings: str     # "challenge" (the leaderboard's) or "quick" (a tenth of the samples, for smoke runs)
     output_dir: str        # $AICROWD_OUTPUT_PATH/$AICROWD_EVALUATION_NAME
     data_dir: str
     pretrained_dir: str
@@ -121,9 +122,13 @@ def read_config(env=None) -> JobConfig:
     evaluate_flag = env.get("EVALUATE", "0" if grading else "1").strip().lower()
     if evaluate_flag not in ("0", "1", "false", "true", "no", "yes"):
         raise ConfigError(f"EVALUATE={evaluate_flag!r} is malformed: expected 0 or 1")
+    eval_settings = env.get("EVAL_SETTINGS", "challenge").strip().lower()
+    if eval_settings not in ("challenge", "quick"):
+        raise ConfigError(f"EVAL_SETTINGS={eval_settings!r} is unknown; choose 'challenge' (the leaderboard's) or 'quick'")
     pretrained_dir = os.path.abspath(env.get("PRETRAINED_DIR") or os.path.join(REPO_ROOT, "pretrain", "checkpoints"))
     return JobConfig(model=model, dataset=dataset, budget_s=budget_s, seed=seed, grading=grading,
-                     evaluate=evaluate_flag in ("1", "true", "yes"), output_dir=output_dir, data_dir=data_dir,
+                     evaluate=evaluate_flag in ("1", "true", "yes"), eval_settings=eval_settings,
+                     output_dir=output_dir, data_dir=data_dir,
                      pretrained_dir=pretrained_dir)
 
 
@@ -135,7 +140,7 @@ class Interrupted(RuntimeError):
     """A SIGTERM/SIGINT reached the job: the running stage saved its work; no later stage starts."""
 
 
-def _run_stage(name: str, args: list, span: tuple, env: dict) -> None:
+def _run_stage(name: str, args: list, span: tuple, env: dict, ok_codes=(0,)) -> int:
     """Run ``python -m ...`` with the progress span set; forward SIGTERM/SIGINT to it so it can save and export."""
     stage_env = dict(env, KIT_PROGRESS_SPAN=f"{span[0]:.4f},{span[1]:.4f}", PYTHONUNBUFFERED="1")
     print(f"\n=== {name}: {' '.join(args)}", flush=True)
@@ -159,8 +164,9 @@ def _run_stage(name: str, args: list, span: tuple, env: dict) -> None:
     if received:
         raise Interrupted(f"{received[0]} received during {name}; it saved its checkpoint"
                           f"{' and export' if name == 'fine-tune' else ''} and the job stops here")
-    if code != 0:
+    if code not in ok_codes:
         raise StageFailed(f"{name} failed with exit code {code}")
+    return code
 
 
 def _atomic_copy(src: str, dst: str) -> None:
@@ -227,15 +233,23 @@ def run(job: JobConfig) -> dict:
         raise StageFailed(f"fine-tuning exited without writing {job.export_path}")
     scores = {}
     if job.evaluate:
+        quick = ["--quick"] if job.eval_settings == "quick" else []
+        # Exit code 1: some metric failed, the others' results are written and worth showing.
         _run_stage("evaluate", ["evaluate", "--model", job.export_path, "--dataset", job.dataset,
-                                "--output", job.output_dir], (train_end, 1.0), env)
+                                "--output", job.output_dir, *quick], (train_end, 1.0), env, ok_codes=(0, 1))
         with open(os.path.join(job.output_dir, "scores.json")) as f:
             scores = json.load(f)
+        # The run report was written at the end of training; write it again with the scores in it.
+        _run_stage("report", ["submission.visualize", "--run", job.output_dir], (1.0, 1.0), env, ok_codes=(0, 1, 2))
     aicrowd_helpers.register_progress(1.0)
     aicrowd_helpers.submit({"representation": job.export_path, "scores": scores})
     print(f"\nrepresentation: {job.export_path}")
+    report = os.path.join(job.output_dir, "report", "report.html")
+    if os.path.exists(report):
+        print(f"report: {report}")
     if scores:
-        print(f"leaderboard metrics on {job.dataset} ({os.path.join(job.output_dir, 'scores.json')}):")
+        settings = "QUICK settings, not the leaderboard's" if job.eval_settings == "quick" else "challenge settings"
+        print(f"leaderboard metrics on {job.dataset}, {settings} ({os.path.join(job.output_dir, 'scores.json')}):")
         print(format_table(scores))
     print(f"done in {format_seconds(time.monotonic() - start)}", flush=True)
     return scores

@@ -35,6 +35,9 @@ class HardConcreteGate(nn.Module):
         self.log_alpha = nn.Parameter(torch.full((latent_dim,), float(init_log_alpha)))
 
     def forward(self, batch_size: int):
+        """(batch_size, D) gates: one independent draw per sample and dimension while training (the reference code drew
+        one mask per batch, which makes the batch covariance blind to the gate and the log alpha gradient one draw's
+        worth of noise); the deterministic gate, repeated, in eval mode."""
         if self.training:
             u = torch.rand(batch_size, self.log_alpha.numel(), device=self.log_alpha.device)
             u = u.clamp(1e-6, 1 - 1e-6)
