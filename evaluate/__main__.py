@@ -1,0 +1,73 @@
+"""CLI of the local evaluator.
+
+    python -m evaluate --model PATH --dataset NAME --output DIR [--metrics m1 m2 ...] [--reference] [--quick]
+                       [--gin_file F]... [--gin_binding B]... [--batch_size 64] [--jobs N] [--data_dir DIR]
+    python -m evaluate compare DIR1 DIR2 ...
+
+Exit status: 0 all metrics scored; 1 some metric failed (the others' results and scores.json are written);
+2 bad input (one line on stderr, nothing written).
+"""
+import argparse
+import sys
+
+from evaluate.errors import EvaluationError
+from evaluate.metrics import LEADERBOARD, METRIC_NAMES
+
+
+def _evaluate_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m evaluate",
+        description="Score a representation with disentanglement_lib's metrics at the challenge's settings. "
+                    "(`python -m evaluate compare DIR...` ranks earlier runs.)")
+    parser.add_argument("--model", required=True,
+                        help="TorchScript file (representation/pytorch_model.pt), or a kit checkpoint (checkpoint.pt, "
+                             "or the directory holding it)")
+    parser.add_argument("--dataset", required=True, help="dataset name from submission.data (e.g. mpi3d_sim_realistic)")
+    parser.add_argument("--output", required=True, help="output directory (gets metrics/, scores.json)")
+    parser.add_argument("--metrics", nargs="+", default=list(LEADERBOARD), choices=METRIC_NAMES, metavar="METRIC",
+                        help=f"metrics to compute (default: the five leaderboard ones); from: {', '.join(METRIC_NAMES)}")
+    parser.add_argument("--reference", action="store_true",
+                        help="call dlib the plain way (same numbers, several times slower)")
+    parser.add_argument("--quick", action="store_true",
+                        help="~1/10 of the samples (configs/quick.gin): for smoke tests; NOT the leaderboard's settings")
+    parser.add_argument("--gin_file", action="append", default=[], help="extra gin file (repeatable)")
+    parser.add_argument("--gin_binding", action="append", default=[], help="extra gin binding (repeatable)")
+    parser.add_argument("--batch_size", type=int, default=64, help="images per model call in the fast bulk pass")
+    parser.add_argument("--jobs", type=int, default=None, help="processes for DCI's fits (default: all CPUs)")
+    parser.add_argument("--data_dir", default=None, help="data directory (default: $DISENTANGLEMENT_LIB_DATA)")
+    return parser
+
+
+def _compare(argv):
+    parser = argparse.ArgumentParser(prog="python -m evaluate compare",
+                                     description="Rank runs by each leaderboard metric and by mean rank.")
+    parser.add_argument("runs", nargs="+", help="output directories of `python -m evaluate` (each has scores.json)")
+    args = parser.parse_args(argv)
+    from evaluate.ranking import compare, format_comparison
+    print(format_comparison(compare(args.runs)))
+    return 0
+
+
+def _evaluate(argv):
+    args = _evaluate_parser().parse_args(argv)
+    from evaluate.runner import format_table, run
+    report = run(args.model, args.dataset, args.output, metrics=args.metrics, reference=args.reference,
+                 quick=args.quick, gin_files=args.gin_file, gin_bindings=args.gin_binding, batch_size=args.batch_size,
+                 jobs=args.jobs, data_dir=args.data_dir)
+    print(format_table(report["info"]))
+    return 1 if report["errors"] else 0
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        if argv and argv[0] == "compare":
+            return _compare(argv[1:])
+        return _evaluate(argv)
+    except EvaluationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""The representation under test: loading it, and calling it the way the challenge's evaluator did.
+
+The challenge's evaluator received NHWC arrays in [0, 1] from disentanglement_lib, moved the axes to NCHW with
+``np.moveaxis``, cast to float32, ran the TorchScript module without gradients and asserted a 2-D output. Both the fast and
+the reference paths call the model only through :func:`representation_function`, so they feed it byte-identical tensors
+(same values, same strides) and differ only in how many images go into one call.
+"""
+import os
+import zipfile
+
+import numpy as np
+import torch
+
+from evaluate.errors import EvaluationError
+
+# Batch sizes at which the challenge called the representation (MIG, DCI, SAP, IRS: 16; FactorVAE, BetaVAE: 64).
+CHALLENGE_BATCH_SIZES = (16, 64)
+# Outputs for the same images at two batch sizes may differ by float noise, but no more than this (relative to the
+# output's scale); beyond it the module depends on the batch (batch statistics, dropout, ...), which the grader cannot score.
+BATCH_TOLERANCE = 1e-4
+
+
+def _first_line(exc):
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+class _CheckpointRepresentation(torch.nn.Module):
+    """A kit model rebuilt from its checkpoint, exposing ``model.representation`` as ``forward`` (what export scripts)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model.representation(x)
+
+
+def _archive_kind(path):
+    """'torchscript', 'checkpoint' or None, from the zip archive's member names (both formats are zip files)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+    if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
+        return "torchscript"
+    if any(n.endswith("/data.pkl") for n in names):
+        return "checkpoint"
+    return None
+
+
+def _load_checkpoint(path):
+    try:
+        from submission.models import build_model
+    except ImportError as exc:
+        raise EvaluationError(f"{path}: a kit checkpoint, but submission.models.build_model is unavailable "
+                              f"({_first_line(exc)}); pass the exported TorchScript file instead") from None
+    try:
+        # The kit's own checkpoint also holds optimiser and RNG state (plain Python objects), hence weights_only=False.
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise EvaluationError(f"{path}: cannot read the checkpoint ({_first_line(exc)})") from None
+    if not isinstance(checkpoint, dict) or "model_config" not in checkpoint or "model" not in checkpoint:
+        found = sorted(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise EvaluationError(f"{path}: checkpoint holds {found}; expected the trainer's keys 'model_config' and 'model'")
+    try:
+        model = build_model(checkpoint["model_config"])
+        model.load_state_dict(checkpoint["model"])
+    except Exception as exc:
+        raise EvaluationError(f"{path}: cannot rebuild the model from its model_config ({_first_line(exc)})") from None
+    return _CheckpointRepresentation(model)
+
+
+def load_representation(path):
+    """The module to evaluate, in eval mode: a TorchScript file, or a kit checkpoint (a file, or a directory holding
+    ``checkpoint.pt``) rebuilt with ``submission.models.build_model``."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "checkpoint.pt")):
+            raise EvaluationError(f"{path}: a directory without checkpoint.pt; expected a TorchScript file "
+                                  "(representation/pytorch_model.pt) or a training directory holding checkpoint.pt")
+        path = os.path.join(path, "checkpoint.pt")
+    if not os.path.isfile(path):
+        raise EvaluationError(f"{path}: no such file; expected a TorchScript file (representation/pytorch_model.pt) "
+                              "or a kit checkpoint")
+    kind = _archive_kind(path)
+    if kind == "checkpoint":
+        module = _load_checkpoint(path)
+    else:
+        try:
+            module = torch.jit.load(path, map_location="cpu")
+        except Exception as exc:
+            raise EvaluationError(f"{path}: torch.jit.load cannot read it ({_first_line(exc)}); expected a TorchScript "
+                                  "module saved with torch.jit.save") from None
+    return module.eval()
+
+
+def representation_function(module, name="representation"):
+    """dlib's ``representation_function`` for ``module``: NHWC float array in [0, 1] -> float32 (N, D) numpy array.
+
+    Every call is checked: a tensor, 2-D, one row per image, float32, finite. A fault raises EvaluationError naming ``name``.
+    """
+
+    def represent(observations):
+        x = torch.from_numpy(np.moveaxis(np.asarray(observations), 3, 1)).float()
+        try:
+            with torch.no_grad():
+                y = module(x)
+        except Exception as exc:
+            raise EvaluationError(f"{name}: failed on a float32 batch of shape {tuple(x.shape)} "
+                                  f"({_first_line(exc)}); expected float32 (N, 3, 64, 64) in [0, 1] -> (N, D)") from None
+        if not isinstance(y, torch.Tensor):
+            raise EvaluationError(f"{name}: returned {type(y).__name__}; expected a float32 tensor of shape (N, D)")
+        if y.dim() != 2 or y.shape[0] != x.shape[0] or y.shape[1] == 0:
+            raise EvaluationError(f"{name}: returned shape {tuple(y.shape)} for {x.shape[0]} images; "
+                                  f"expected ({x.shape[0]}, D) with D >= 1")
+        if y.dtype != torch.float32:
+            raise EvaluationError(f"{name}: returned dtype {str(y.dtype).replace('torch.', '')}; expected float32")
+        codes = y.detach().cpu().numpy()
+        finite = np.isfinite(codes)
+        if not finite.all():
+            bad = int((~finite.all(axis=1)).sum())
+            raise EvaluationError(f"{name}: returned NaN or inf for {bad} of {len(codes)} images; expected finite values")
+        return codes
+
+    return represent
+
+
+def _in_batches(represent, observations, batch_size):
+    return np.concatenate([represent(observations[i:i + batch_size])
+                           for i in range(0, len(observations), batch_size)])
+
+
+def check_representation(represent, dataset, name="representation", num_images=128, batch_sizes=(16, 64, 128)):
+    """Run the representation on ``num_images`` of the dataset's images; return D.
+
+    Raises EvaluationError when it fails, returns the wrong shape, dtype, NaN or inf, or gives outputs for the same images
+    that depend on the batch size or differ between two identical calls (beyond float noise).
+    """
+    observations = dataset.sample_observations(num_images, np.random.RandomState(2019))
+    first = represent(observations[:batch_sizes[0]])
+    again = represent(observations[:batch_sizes[0]])
+    scale = max(float(np.abs(first).max()), 1.0)
+    if np.abs(first - again).max() > BATCH_TOLERANCE * scale:
+        raise EvaluationError(f"{name}: two calls on the same images gave different outputs (max |diff| "
+                              f"{np.abs(first - again).max():.3g}); expected a deterministic representation (the means; "
+                              "export in eval mode)")
+    reference = _in_batches(represent, observations, batch_sizes[0])
+    for batch_size in batch_sizes[1:]:
+        other = _in_batches(represent, observations, batch_size)
+        diff = float(np.abs(other - reference).max())
+        if diff > BATCH_TOLERANCE * scale:
+            raise EvaluationError(f"{name}: outputs for the same images differ between batch sizes {batch_sizes[0]} and "
+                                  f"{batch_size} (max |diff| {diff:.3g}); expected each image's code to depend on that "
+                                  "image only (eval mode, no batch statistics)")
+    return int(first.shape[1])

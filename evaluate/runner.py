@@ -1,0 +1,266 @@
+"""``evaluate.run``: score one representation on one dataset with dlib's metrics; write the challenge's layout.
+
+Two modes give the same numbers:
+
+* **fast** (default): dlib's metric functions replayed with bulk rendering and encoding, DCI's fits in parallel
+  (see :mod:`evaluate.replay`);
+* **reference** (``--reference``): dlib's metric functions called the plain way, as the challenge's evaluator did: the
+  kit's dataset, the representation called at dlib's batch sizes, one metric after another, everything in one process.
+
+Either way, each metric's results dict is dlib's own, saved with dlib's own writer under
+``<output>/metrics/<metric>/results/``; the five leaderboard numbers go to ``<output>/scores.json``.
+"""
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from evaluate import metrics as metric_registry
+from evaluate.errors import EvaluationError
+from evaluate.metrics import LEADERBOARD, SCORE_KEYS, evaluation_settings, metric_config
+from evaluate.progress import Progress, log
+from evaluate.representation import check_representation, load_representation, representation_function
+
+PROCEDURAL_HINT = ("download the file into $DISENTANGLEMENT_LIB_DATA (see README.md), or evaluate on a procedural "
+                   "stand-in that needs no file: mpi3d_sim_toy or mpi3d_sim_realistic")
+
+
+def write_json(path, payload):
+    """Write JSON through a temporary file and a rename: a reader never sees half a file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(payload, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def open_dataset(dataset, data_dir=None):
+    """(GroundTruthData, name): a registry name is opened with the kit's own loaders (never dlib's ``named_data``, which
+    assumes the challenge-era MPI3D sizes); an object is used as it is."""
+    if not isinstance(dataset, str):
+        return dataset, getattr(dataset, "name", type(dataset).__name__)
+    from submission.data import DatasetError, get_dataset
+    try:
+        return get_dataset(dataset, data_dir=data_dir), dataset
+    except DatasetError as exc:
+        message = str(exc)
+        if "mpi3d_sim" not in message:
+            message = f"{message}; {PROCEDURAL_HINT}"
+        raise EvaluationError(message) from None
+
+
+def _first_line(exc):
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+class _CountingRepresentation:
+    """The reference path's representation function, with progress."""
+
+    def __init__(self, represent, progress):
+        self.represent, self.progress = represent, progress
+
+    def __call__(self, observations):
+        codes = self.represent(observations)
+        self.progress.update(len(codes))
+        return codes
+
+
+def _report_progress(fraction):
+    """Tell the pipeline's progress bar, when run as one of its stages (it sets KIT_PROGRESS_SPAN)."""
+    if os.environ.get("KIT_PROGRESS_SPAN"):
+        try:
+            import aicrowd_helpers
+            aicrowd_helpers.register_progress(fraction)
+        except Exception:  # the evaluator's results never depend on the progress bar
+            pass
+
+
+class _Run:
+    """State of one evaluation: settings, results so far, and the per-metric scoring step shared by both modes."""
+
+    def __init__(self, output_dir, metrics, quick, gin_files, gin_bindings):
+        self.output_dir, self.metrics = output_dir, metrics
+        self.config = dict(quick=quick, gin_files=gin_files, gin_bindings=gin_bindings)
+        self.results, self.errors, self.seconds = {}, {}, {}
+
+    def score(self, metric, dataset, represent, importance_gbt=None):
+        """Run dlib's metric function in its own gin scope, seeded as the grader seeded it; save dlib's layout."""
+        start = time.monotonic()
+        try:
+            with metric_config(metric, **self.config):
+                evaluation_fn, seed = evaluation_settings()
+                # sklearn estimators inside dlib's metrics draw from numpy's global RNG (LinearSVC in SAP, tie-breaking
+                # in DCI's trees); seeding it makes every run, fast or reference, repeat the same draws.
+                np.random.seed(seed)
+                if importance_gbt is not None:  # the fast path's stand-in for DCI's sequential fits
+                    from disentanglement_lib.evaluation.metrics import dci
+                    from evaluate.replay import patched
+                    with patched(dci, "compute_importance_gbt", importance_gbt):
+                        results = evaluation_fn(dataset, represent, random_state=np.random.RandomState(seed))
+                else:
+                    results = evaluation_fn(dataset, represent, random_state=np.random.RandomState(seed))
+                results = dict(results)
+                results["elapsed_time"] = time.monotonic() - start
+                metric_registry.write_metric_results(self.output_dir, metric, results)
+        except EvaluationError:
+            raise
+        except Exception as exc:
+            self.fail(metric, exc)
+            return
+        self.results[metric] = results
+        self.seconds[metric] = round(time.monotonic() - start, 2)
+        log(f"{metric}: {SCORE_KEYS[metric]} = {float(results[SCORE_KEYS[metric]]):.4f} "
+            f"({self.seconds[metric]:.1f} s)")
+
+    def fail(self, metric, exc):
+        self.errors[metric] = _first_line(exc)
+        metric_registry.remove_metric_results(self.output_dir, metric)
+        log(f"{metric} FAILED: {self.errors[metric]} (the other metrics go on)")
+
+
+def _run_reference(run, dataset, represent):
+    for i, metric in enumerate(run.metrics):
+        with Progress(f"{metric}: encoding") as progress:
+            run.score(metric, dataset, _CountingRepresentation(represent, progress))
+        _report_progress((i + 1) / len(run.metrics))
+    return {}
+
+
+def _run_fast(run, dataset, represent, num_codes, batch_size, jobs):
+    from evaluate import replay
+    keyed = replay.KeyedObservations(dataset)
+    start = time.monotonic()
+    requests = {}
+    for metric in run.metrics:
+        try:
+            with metric_config(metric, **run.config):
+                evaluation_fn, seed = evaluation_settings()
+                recorder = replay.RequestRecorder(num_codes)
+                with replay.scorers_stubbed():
+                    evaluation_fn(keyed, recorder, random_state=np.random.RandomState(seed))
+            requests[metric] = recorder.requests
+        except Exception as exc:
+            run.fail(metric, exc)
+    all_requests = [r for metric in requests for r in requests[metric]]
+    requested = int(sum(len(r) for r in all_requests))
+    keys = np.unique(np.concatenate(all_requests)) if all_requests else np.zeros(0, np.int64)
+    record_s = time.monotonic() - start
+    log(f"recorded {requested} image requests of {len(requests)} metrics ({len(keys)} distinct) in {record_s:.1f} s")
+    _report_progress(0.05)
+
+    start = time.monotonic()
+    codes = replay.encode_all(keyed, represent, keys, batch_size, threads=jobs)
+    verified = replay.verify_batch_sizes(keyed, represent, all_requests, keys, codes, batch_size)
+    encode_s = time.monotonic() - start
+    log(f"encoded {len(keys)} distinct images in {encode_s:.1f} s ({len(keys) / max(encode_s, 1e-9):.0f} img/s)")
+    _report_progress(0.5)
+
+    cached = replay.CachedRepresentation(keyed, represent, keys, codes, verified)
+    importance_gbt = replay.importance_gbt_parallel(jobs=jobs)
+    for i, metric in enumerate(requests):
+        run.score(metric, keyed, cached, importance_gbt=importance_gbt)
+        _report_progress(0.5 + 0.5 * (i + 1) / len(requests))
+    if cached.computed:
+        log(f"{cached.computed} images were encoded on request, exactly as dlib batches them")
+    return {"requested": requested, "distinct": int(len(keys)), "computed_on_request": int(cached.computed),
+            "record_s": round(record_s, 2), "encode_s": round(encode_s, 2)}
+
+
+def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, gin_files=(), gin_bindings=(),
+        batch_size=64, jobs=None, data_dir=None):
+    """Evaluate ``model`` on ``dataset`` with dlib's metrics at the challenge's settings; write into ``output_dir``.
+
+    Args:
+      model: path of a TorchScript file or kit checkpoint (or a directory holding ``checkpoint.pt``), or a torch module.
+      dataset: a registry name (``submission.data``), or a GroundTruthData object.
+      output_dir: gets ``metrics/<metric>/results/aggregate/evaluation.json``, ``scores.json``, ``evaluation_run.json``.
+      metrics: metric names (default: the five leaderboard metrics); ``beta_vae_sklearn`` is optional.
+      reference: call dlib the plain way instead of the fast replay (same numbers, several times slower).
+      quick: add ``configs/quick.gin`` (~1/10 of the samples): NOT the leaderboard's settings.
+      gin_files, gin_bindings: more settings, applied after the metric's own (and quick) files.
+      batch_size: images per model call in the fast path's bulk encoding.
+      jobs: processes for DCI's fits (default: the CPUs available).
+      data_dir: where file-backed datasets live (default ``$DISENTANGLEMENT_LIB_DATA``).
+
+    Returns:
+      dict with ``scores`` (the content of scores.json: leaderboard metric -> number, or None when it failed or did not
+      run), ``results`` (metric -> dlib's results dict), ``errors`` (metric -> one line), ``info`` (what
+      evaluation_run.json holds).
+
+    Raises:
+      EvaluationError: bad input (model, dataset, metric name, gin setting), before anything is written; or a
+      representation fault found mid-run (NaN, wrong shape), which no metric could score.
+    """
+    total_start = time.monotonic()
+    metrics = list(dict.fromkeys(metrics or LEADERBOARD))
+    for metric in metrics:
+        if metric not in SCORE_KEYS:
+            raise EvaluationError(f"unknown metric {metric!r}; expected some of: {', '.join(SCORE_KEYS)}")
+    if batch_size < 1:
+        raise EvaluationError(f"batch_size={batch_size}; expected a positive integer")
+    ds, dataset_name = open_dataset(dataset, data_dir)
+    if isinstance(model, torch.nn.Module):
+        module, model_name = model.eval(), type(model).__name__
+    else:
+        module, model_name = load_representation(model), os.fspath(model)
+    represent = representation_function(module, name=model_name)
+    num_codes = check_representation(represent, ds, name=model_name)
+    metric_registry.import_dlib_metrics()
+    metric_registry.check_configs(metrics, quick, gin_files, gin_bindings)
+    try:
+        os.makedirs(os.path.join(output_dir, "metrics"), exist_ok=True)
+    except OSError as exc:
+        raise EvaluationError(f"{output_dir}: cannot create the output directory ({exc.strerror})") from None
+
+    mode = "reference" if reference else "fast"
+    if mode == "fast":
+        from evaluate.replay import check_replayable
+        reason = check_replayable(ds)
+        if reason:
+            log(f"dataset {dataset_name} cannot be replayed ({reason}): using the reference path")
+            mode = "reference"
+    settings = "quick (NOT the leaderboard's settings)" if quick else "challenge"
+    log(f"{model_name} ({num_codes} codes) on {dataset_name}: {mode} mode, {settings} settings, metrics "
+        f"{', '.join(metrics)}")
+    state = _Run(output_dir, metrics, quick, tuple(gin_files), tuple(gin_bindings))
+    if mode == "fast":
+        images = _run_fast(state, ds, represent, num_codes, batch_size, jobs)
+    else:
+        images = _run_reference(state, ds, represent)
+
+    scores = {m: (float(state.results[m][SCORE_KEYS[m]]) if m in state.results else None) for m in LEADERBOARD}
+    info = {"model": model_name, "dataset": dataset_name, "mode": mode, "settings": "quick" if quick else "challenge",
+            "gin_files": list(gin_files), "gin_bindings": list(gin_bindings), "num_codes": num_codes,
+            "metrics": {m: {"key": f"evaluation_results.{SCORE_KEYS[m]}",
+                            "score": float(state.results[m][SCORE_KEYS[m]]) if m in state.results else None,
+                            "seconds": state.seconds.get(m), "error": state.errors.get(m)} for m in metrics},
+            "images": images, "total_s": round(time.monotonic() - total_start, 2)}
+    write_json(os.path.join(output_dir, "scores.json"), scores)
+    write_json(os.path.join(output_dir, "evaluation_run.json"), info)
+    return {"scores": scores, "results": state.results, "errors": state.errors, "info": info}
+
+
+def format_table(info):
+    """The run's scores as a table for people."""
+    lines = [f"{info['model']} on {info['dataset']}: {info['mode']} mode, "
+             f"{'QUICK settings (not the leaderboard numbers)' if info['settings'] == 'quick' else 'challenge settings'}, "
+             f"{info['total_s']:.1f} s",
+             f"{'metric':<18} {'score':>7}  {'seconds':>7}  key"]
+    for metric, row in info["metrics"].items():
+        score = f"{row['score']:.4f}" if row["score"] is not None else "FAILED"
+        seconds = f"{row['seconds']:.1f}" if row["seconds"] is not None else "-"
+        lines.append(f"{metric:<18} {score:>7}  {seconds:>7}  {row['key']}")
+        if row["error"]:
+            lines.append(f"{'':<18} {row['error']}")
+    return "\n".join(lines)

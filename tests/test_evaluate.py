@@ -1,0 +1,247 @@
+"""The local evaluator on known representations: identity near 1, noise near chance, fast == reference, the layout.
+
+The dataset is a tiny procedural one: each image writes its factors into the first pixels (like dlib's identity-observation
+test data, but as images, so that the representation is a real TorchScript module called the challenge's way).
+"""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from disentanglement_lib.data.ground_truth.ground_truth_data import GroundTruthData
+
+import evaluate
+from evaluate.__main__ import main as cli_main
+
+FACTOR_SIZES = (4, 5, 6)
+# Small samples keep the whole file fast; these are NOT the leaderboard's settings (those are evaluate/configs/*.gin).
+TINY = ["factor_vae_score.num_variance_estimate = 640", "factor_vae_score.num_train = 150",
+        "factor_vae_score.num_eval = 100", "factor_vae_score.batch_size = 16",
+        "dci.num_train = 600", "dci.num_test = 300", "sap_score.num_train = 600", "sap_score.num_test = 300",
+        "mig.num_train = 1000", "irs.num_train = 1000",
+        "beta_vae_sklearn.num_train = 100", "beta_vae_sklearn.num_eval = 50", "beta_vae_sklearn.batch_size = 16"]
+
+
+class FactorPixels(GroundTruthData):
+    """Factors written into the first pixels of a 64x64x3 image: pixel (0, j, 0) = factor_j / (size_j - 1)."""
+
+    name = "factor_pixels"
+
+    def __init__(self, factor_sizes=FACTOR_SIZES):
+        self.factor_sizes = tuple(factor_sizes)
+
+    @property
+    def num_factors(self):
+        return len(self.factor_sizes)
+
+    @property
+    def factors_num_values(self):
+        return list(self.factor_sizes)
+
+    @property
+    def observation_shape(self):
+        return [64, 64, 3]
+
+    def sample_factors(self, num, random_state):
+        return np.stack([random_state.randint(s, size=num) for s in self.factor_sizes], axis=1).astype(np.int64)
+
+    def sample_observations_from_factors(self, factors, random_state):
+        images = np.zeros((len(factors), 64, 64, 3), np.float32)
+        images[:, 0, :self.num_factors, 0] = factors / (np.asarray(self.factor_sizes, np.float32) - 1)
+        images[:, 8:, 8:, 1] = 0.5  # something for a conv net to look at besides the factor pixels
+        return images
+
+
+class Identity(torch.nn.Module):
+    """The true factors, read back from the pixels: the ideal representation."""
+
+    def __init__(self, factor_sizes=FACTOR_SIZES):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(factor_sizes, dtype=torch.float32) - 1)
+
+    def forward(self, x):
+        return x[:, 0, 0, :self.scale.shape[0]] * self.scale
+
+
+class HashCode(torch.nn.Module):
+    """A code with no relation to the factors: an integer hash of each image's factor tuple, one per dimension."""
+
+    def __init__(self, factor_sizes=FACTOR_SIZES, num_codes=4):
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(factor_sizes, dtype=torch.float32) - 1)
+        strides = np.concatenate([np.cumprod(factor_sizes[::-1])[::-1][1:], [1]])
+        self.register_buffer("strides", torch.tensor(strides, dtype=torch.int64))
+        self.register_buffer("salt", torch.arange(1, num_codes + 1, dtype=torch.int64) * 0x9E3779B1)
+
+    def forward(self, x):
+        factors = torch.round(x[:, 0, 0, :self.scale.shape[0]] * self.scale).long()
+        h = (factors * self.strides).sum(dim=1, keepdim=True) + 1 + self.salt
+        for _ in range(3):
+            h = (h ^ (h >> 15)) * 0x2C1B3C6D
+            h = h & 0xFFFFFFFF
+        return (h % 1048576).float() / 1048576.0
+
+
+class SmallConv(torch.nn.Module):
+    """A random conv net, like an untrained encoder: continuous codes, sensitive to float rounding."""
+
+    def __init__(self, num_codes=5):
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 4, 2, 1), torch.nn.ReLU(), torch.nn.Conv2d(8, 8, 4, 4),
+                                        torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(8 * 8 * 8, num_codes))
+
+    def forward(self, x):
+        # The factor pixels matter: amplify them so the codes carry the factors, entangled.
+        return self.body(x) + 3.0 * x[:, 0, 0, :3] @ torch.tensor([[1.0, 0.5, 0.0, 0.2, 0.1], [0.0, 1.0, 0.3, 0.0, 0.4],
+                                                                   [0.3, 0.0, 1.0, 0.6, 0.0]])
+
+
+def script(module, tmp_path, name="pytorch_model.pt"):
+    path = os.path.join(tmp_path, name)
+    torch.jit.save(torch.jit.script(module.eval()), path)
+    return path
+
+
+def evaluate_tiny(model, tmp_path, metrics=("factor_vae_metric", "dci", "mig", "irs"), reference=False, name="out"):
+    return evaluate.run(script(model, tmp_path, f"{name}.pt"), FactorPixels(), os.path.join(tmp_path, name),
+                        metrics=list(metrics), reference=reference, gin_bindings=TINY, jobs=2)
+
+
+def test_identity_scores_near_one(tmp_path):
+    report = evaluate_tiny(Identity(), tmp_path)
+    assert report["errors"] == {}
+    scores = report["scores"]
+    assert scores["mig"] > 0.9
+    assert scores["dci"] > 0.9
+    assert scores["factor_vae_metric"] > 0.95
+    assert scores["irs"] > 0.9
+
+
+def test_hash_code_scores_near_chance(tmp_path):
+    scores = evaluate_tiny(HashCode(), tmp_path)["scores"]
+    # MIG: the gap between two codes that both carry (almost) nothing about any factor.
+    assert scores["mig"] < 0.1
+    # DCI: importance spread over all codes for every factor (1 would be one code per factor).
+    assert scores["dci"] < 0.3
+    # FactorVAE: 3 factors; a majority-vote classifier on uninformative votes stays far from 1.
+    assert scores["factor_vae_metric"] < 0.7
+
+
+def _dlib_results(report):
+    return {m: {k: v for k, v in r.items() if k not in ("elapsed_time", "uuid")} for m, r in report["results"].items()}
+
+
+def _equal(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in a)
+
+
+@pytest.mark.parametrize("model", [SmallConv, Identity], ids=["conv", "identity"])
+def test_fast_and_reference_give_identical_results(tmp_path, monkeypatch, model):
+    from evaluate import replay
+    monkeypatch.setattr(replay, "MIN_PARALLEL_WORK", 0)  # DCI's fits in worker processes even on this small problem
+    metrics = list(evaluate.METRIC_NAMES)
+    fast = evaluate_tiny(model(), tmp_path, metrics=metrics, name="fast")
+    reference = evaluate_tiny(model(), tmp_path, metrics=metrics, reference=True, name="reference")
+    assert fast["info"]["mode"] == "fast" and reference["info"]["mode"] == "reference"
+    assert fast["info"]["images"]["computed_on_request"] == 0  # every request came from the bulk pass
+    fast_results, reference_results = _dlib_results(fast), _dlib_results(reference)
+    assert set(fast_results) == set(metrics)
+    for metric in metrics:
+        assert _equal(fast_results[metric], reference_results[metric]), metric
+
+
+def test_parallel_boosted_trees_equal_dlibs_loop():
+    from disentanglement_lib.evaluation.metrics import dci
+    from evaluate import replay
+    rs = np.random.RandomState(0)
+    factors = np.stack([rs.randint(k, size=400) for k in (2, 3, 5)])
+    codes = factors[[0, 1, 2, 0]].astype(np.float32)  # code 3 duplicates code 0: ties that the global RNG breaks
+    args = (codes, factors, codes[:, :200], factors[:, :200])
+    np.random.seed(0)
+    sequential = dci.compute_importance_gbt(*args)
+    sequential_state = np.random.get_state()
+    np.random.seed(0)
+    parallel = replay.importance_gbt_parallel(jobs=2, min_work=0)(*args)
+    assert np.array_equal(sequential[0], parallel[0]) and sequential[1:] == parallel[1:]
+    assert replay._same_state(sequential_state, np.random.get_state())  # left where dlib's loop leaves it
+    np.random.seed(1)  # the check can fail: another RNG state breaks the ties differently
+    assert not np.array_equal(dci.compute_importance_gbt(*args)[0], sequential[0])
+
+
+def test_output_layout_and_keys_match_the_challenge(tmp_path):
+    out = os.path.join(tmp_path, "run")
+    code = cli_main(["--model", script(Identity(), tmp_path), "--dataset", "factor_pixels_unused", "--output", out])
+    assert code == 2  # an unknown dataset name: bad input
+    assert not os.path.exists(out)
+    report = evaluate.run(script(Identity(), tmp_path), FactorPixels(), out, gin_bindings=TINY, jobs=1)
+    leaderboard = {"factor_vae_metric": "eval_accuracy", "dci": "disentanglement", "sap_score": "SAP_score",
+                   "mig": "discrete_mig", "irs": "IRS"}
+    with open(os.path.join(out, "scores.json")) as f:
+        scores = json.load(f)
+    assert set(scores) == set(leaderboard)
+    for metric, key in leaderboard.items():
+        with open(os.path.join(out, "metrics", metric, "results", "aggregate", "evaluation.json")) as f:
+            aggregate = json.load(f)
+        assert aggregate[f"evaluation_results.{key}"] == scores[metric] == report["scores"][metric]
+        assert aggregate["evaluation_config.evaluation.random_seed"] == "0"
+        assert os.path.isfile(os.path.join(out, "metrics", metric, "results", "gin", "evaluation.gin"))
+    assert not [n for n in os.listdir(os.path.join(out, "metrics")) if n.startswith(".")]  # no staging left
+
+
+def test_challenge_settings_are_the_default():
+    import gin
+    from evaluate.metrics import import_dlib_metrics, metric_config
+    import_dlib_metrics()
+    expected = {"factor_vae_metric": {"factor_vae_score.num_train": 10000, "factor_vae_score.num_eval": 5000,
+                                      "factor_vae_score.num_variance_estimate": 10000, "factor_vae_score.batch_size": 64,
+                                      "prune_dims.threshold": 0.05},
+                "dci": {"dci.num_train": 10000, "dci.num_test": 5000, "dci.batch_size": 16},
+                "sap_score": {"sap_score.num_train": 10000, "sap_score.num_test": 5000, "sap_score.batch_size": 16,
+                              "sap_score.continuous_factors": False},
+                "mig": {"mig.num_train": 10000, "mig.batch_size": 16, "discretizer.num_bins": 20},
+                "irs": {"irs.num_train": 10000, "irs.batch_size": 16, "irs.diff_quantile": 0.99,
+                        "discretizer.num_bins": 20}}
+    for metric, bindings in expected.items():
+        with metric_config(metric):
+            assert gin.query_parameter("evaluation.random_seed") == 0
+            for name, value in bindings.items():
+                assert gin.query_parameter(name) == value, (metric, name)
+    with metric_config("dci"):  # one metric's settings never leak into the next one's scope
+        with pytest.raises(ValueError):
+            gin.query_parameter("discretizer.num_bins")
+
+
+@pytest.mark.slow
+def test_fast_equals_reference_on_the_procedural_mpi3d(tmp_path):
+    """The challenge's default encoder (random weights, rescaled) on mpi3d_sim_toy: every dlib results dict identical."""
+    data = pytest.importorskip("submission.data")
+    models = pytest.importorskip("submission.models")
+    dataset = data.get_dataset("mpi3d_sim_toy")
+    torch.manual_seed(0)
+    model = models.build_model(dict(kind="vae", architecture="higgins", latent_dim=6, channels=3)).eval()
+
+    class UnitSpread(torch.nn.Module):
+        def __init__(self, model):
+            super().__init__()
+            self.model = model
+
+        def forward(self, x):
+            return self.model.representation(x) * 1000.0  # fresh weights give tiny means; FactorVAE would prune them
+
+    path = os.path.join(tmp_path, "pytorch_model.pt")
+    torch.jit.save(torch.jit.trace(UnitSpread(model).eval(), torch.rand(16, 3, 64, 64)), path)
+    metrics = list(evaluate.METRIC_NAMES)
+    bindings = ["factor_vae_score.num_variance_estimate = 1000", "factor_vae_score.num_train = 200",
+                "factor_vae_score.num_eval = 100", "dci.num_train = 1000", "dci.num_test = 500",
+                "sap_score.num_train = 1000", "sap_score.num_test = 500", "mig.num_train = 2000", "irs.num_train = 2000",
+                "beta_vae_sklearn.num_train = 100", "beta_vae_sklearn.num_eval = 50"]
+    fast = evaluate.run(path, dataset, os.path.join(tmp_path, "fast"), metrics=metrics, gin_bindings=bindings)
+    reference = evaluate.run(path, dataset, os.path.join(tmp_path, "ref"), metrics=metrics, gin_bindings=bindings,
+                             reference=True)
+    assert fast["errors"] == {} and reference["errors"] == {}
+    assert fast["results"]["factor_vae_metric"]["num_active_dims"] > 0
+    fast_results, reference_results = _dlib_results(fast), _dlib_results(reference)
+    for metric in metrics:
+        assert _equal(fast_results[metric], reference_results[metric]), metric
