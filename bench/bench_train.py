@@ -1,7 +1,12 @@
 """Training speed at batch 64: end-to-end (data sampling + forward + loss + backward + Adam) against the bare model step
 (the same on one fixed batch), for both architectures, in fp32 and bf16. Prints medians over repeats.
 
+End-to-end is measured twice: drawing each batch in the loop ("inline", ``training.prefetch = 0``) and with the trainer's
+background prefetch thread ("prefetch", the default ``training.prefetch = 2``); "pf/bare" is the prefetch figure over
+the bare step. Repeats alternate bare / inline / prefetch so that a change in the machine's load hits all three alike.
+
     OMP_NUM_THREADS=2 .venv/bin/python bench/bench_train.py [--dataset mpi3d_sim_toy] [--steps 30] [--repeats 3]
+        [--cases higgins/pvae ...] [--precisions fp32 bf16]
 """
 import argparse
 import os
@@ -22,16 +27,39 @@ from submission.trainer import Trainer, seed_everything  # noqa: E402
 CASES = [("higgins", "pvae", "pvae"), ("higgins", "vae", "beta_vae"), ("tcvae_entry", "vae", "betatcvae")]
 
 
-def rate(step_fn, steps, repeats):
-    for _ in range(5):
+def rate(step_fn, steps):
+    t0 = time.perf_counter()
+    for _ in range(steps):
         step_fn()
-    rates = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step_fn()
-        rates.append(steps / (time.perf_counter() - t0))
-    return statistics.median(rates)
+    return steps / (time.perf_counter() - t0)
+
+
+def measure(trainer, steps, repeats):
+    """Median it/s of (bare, inline, prefetch), the three interleaved repeat by repeat after a warm-up of each."""
+    fixed = trainer._next_batch()
+    sample = trainer._next_batch
+
+    def mode(name):
+        trainer.stop_prefetch()
+        trainer._next_batch = (lambda: fixed) if name == "bare" else sample
+        if name == "prefetch":
+            trainer.start_prefetch()
+
+    rates = {"bare": [], "inline": [], "prefetch": []}
+    try:
+        for name in rates:
+            mode(name)
+            for _ in range(5):
+                trainer._train_step()
+        for _ in range(repeats):
+            for name in rates:
+                mode(name)
+                if name == "prefetch":
+                    trainer._train_step()          # let the thread fill its queue once, as in a long run
+                rates[name].append(rate(trainer._train_step, steps))
+    finally:
+        trainer.stop_prefetch()
+    return [statistics.median(rates[name]) for name in rates]
 
 
 def main():
@@ -39,25 +67,25 @@ def main():
     parser.add_argument("--dataset", default="mpi3d_sim_toy")
     parser.add_argument("--steps", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cases", nargs="+", default=None, help="architecture/objective, e.g. higgins/pvae")
+    parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     args = parser.parse_args()
+    cases = [c for c in CASES if args.cases is None or f"{c[0]}/{c[2]}" in args.cases]
     dataset = get_dataset(args.dataset)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, dataset {args.dataset}, batch 64")
-    print(f"{'architecture':12s} {'objective':10s} {'precision':9s} {'bare it/s':>9s} {'e2e it/s':>9s} "
-          f"{'e2e img/s':>9s} {'e2e/bare':>8s}")
-    for architecture, kind, objective in CASES:
-        for precision in ("fp32", "bf16"):
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, dataset {args.dataset}, batch 64, "
+          f"{args.steps} steps x {args.repeats} repeats (medians)")
+    print(f"{'architecture':12s} {'objective':10s} {'precision':9s} {'bare it/s':>9s} {'inline':>9s} {'prefetch':>9s} "
+          f"{'pf img/s':>9s} {'inl/bare':>8s} {'pf/bare':>8s}")
+    for architecture, kind, objective in cases:
+        for precision in args.precisions:
             rng = seed_everything(0)
             model = make_model(kind=kind, architecture=architecture, latent_dim=20 if objective == "betatcvae" else 10)
             with tempfile.TemporaryDirectory() as out:
                 trainer = Trainer(model, build_objective(objective), dataset, out, rng=rng, batch_size=64,
-                                  precision=precision, channels_last="auto")
-                fixed = trainer._next_batch()
-                trainer._next_batch = lambda: fixed
-                bare = rate(trainer._train_step, args.steps, args.repeats)
-                del trainer._next_batch                   # back to sampling a fresh batch every step
-                e2e = rate(trainer._train_step, args.steps, args.repeats)
-            print(f"{architecture:12s} {objective:10s} {precision:9s} {bare:9.2f} {e2e:9.2f} {64 * e2e:9.0f} "
-                  f"{e2e / bare:8.1%}", flush=True)
+                                  precision=precision, channels_last="auto", prefetch=2)
+                bare, inline, prefetch = measure(trainer, args.steps, args.repeats)
+            print(f"{architecture:12s} {objective:10s} {precision:9s} {bare:9.2f} {inline:9.2f} {prefetch:9.2f} "
+                  f"{64 * prefetch:9.0f} {inline / bare:8.1%} {prefetch / bare:8.1%}", flush=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
         --budget 5m --seed 0 [--init_from CKPT] [--export PATH/pytorch_model.pt] [--max_steps N] [--gin_binding ...]
 
 Writes DIR/checkpoint.pt, DIR/config.gin, DIR/log.jsonl and the verified TorchScript export (default
-DIR/../representation/pytorch_model.pt). Re-running the same command with the same DIR resumes. ``python -m pretrain``
+DIR/../representation/pytorch_model.pt), then a visual report of the run in DIR (``--no_report`` skips it; the export
+is written before it, and a failing report only prints "report: skipped (...)"). Re-running the same command with the same DIR resumes. ``python -m pretrain``
 runs this same code on the pretraining dataset. Bad input: one line on stderr, exit 2, nothing written.
 """
 import argparse
@@ -24,6 +25,7 @@ def build_parser(prog: str, pretrain: bool) -> argparse.ArgumentParser:
     parser.add_argument("--budget", required=True, help="wall-clock budget: 90s, 20m, 8h, 1h30m or seconds")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max_steps", type=int, default=None, help="iteration cap (default: the recipe's)")
+    parser.add_argument("--no_report", action="store_true", help="skip the visual report written after training")
     if not pretrain:
         parser.add_argument("--init_from", default=None, help="pretrained checkpoint to start from")
         parser.add_argument("--export", default=None, help="TorchScript path (default DIR/../representation/...)")
@@ -100,7 +102,12 @@ def run(args, pretrain: bool = False) -> dict:
                                 "init_from": init_from}, **extra)
     if init is not None and not os.path.exists(trainer.checkpoint_path):
         trainer.init_from(init, init_from)
-    return trainer.run()
+    summary = trainer.run()
+    if not getattr(args, "no_report", False) and os.path.exists(trainer.checkpoint_path):
+        # After the final checkpoint and export: the deliverables exist whatever the report does (it never raises).
+        from submission.visualize import write_training_report
+        write_training_report(args.output, trainer.model, dataset)
+    return summary
 
 
 def main(argv=None, prog: str = "submission.train", pretrain: bool = False) -> int:

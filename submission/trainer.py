@@ -4,18 +4,25 @@ It never knows which method it runs: it asks the objective for named loss terms 
 
 The deadline guarantee: an export of the latest good model exists before the budget ends, whatever happens.
   * an export is written (and verified) before the first step and with every periodic checkpoint;
-  * the loop stops while the time left still covers one more checkpoint + export, a safety margin and a slow step;
+  * the loop stops while the time left still covers one more checkpoint + export, a safety margin and a slow step
+    (2x the 90th percentile of the last 20 step times, leaving out each process's first few warm-up steps);
   * a NaN/inf loss rolls back to the last good in-memory snapshot with a lower learning rate (or stops after too many);
   * SIGTERM/SIGINT stop the loop at the end of the current step; the final checkpoint + export are still written;
   * any other error writes the export from the last good snapshot before it propagates.
 Checkpoints hold only tensors and primitive containers, so they load with ``torch.load(..., weights_only=True)``.
+
+Batches are drawn one or two ahead by a background thread (``training.prefetch``) from a private copy of the trainer's
+numpy generator, in order; each consumed batch sets ``self.rng`` to the state that draws the next one, so a checkpoint
+resumes exactly as without prefetching.
 """
 import copy
 import json
 import math
 import os
+import queue
 import signal
 import sys
+import threading
 import time
 
 import gin
@@ -24,6 +31,8 @@ import torch
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
+# A latent dimension counts in a log record's ``kl_active_dims`` when its mean KL over the window exceeds this (nats).
+KL_ACTIVE_NATS = 0.1
 
 
 class TrainingError(ValueError):
@@ -99,6 +108,67 @@ def _clone(tree):
     return copy.deepcopy(tree)
 
 
+class BatchPrefetcher:
+    """Draws ``dataset.sample_batch(batch_size, rng)`` in a background thread, up to ``depth`` batches ahead.
+
+    The thread draws from its own copy of ``rng`` (the trainer's generator is only written by the consumer), in order,
+    and hands each batch over with the generator state from after its draw, i.e. the state that draws the next batch.
+    ``prepare`` (e.g. uint8 -> float on the CPU) also runs in the thread. An error in the thread is raised by ``get``.
+    """
+
+    def __init__(self, dataset, batch_size: int, rng: np.random.Generator, depth: int = 2, prepare=None):
+        self.dataset, self.batch_size, self.prepare = dataset, int(batch_size), prepare
+        self._rng = copy.deepcopy(rng)
+        self._queue = queue.Queue(maxsize=max(int(depth), 1))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="batch-prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _work(self) -> None:
+        try:
+            while not self._stop.is_set():
+                batch = self.dataset.sample_batch(self.batch_size, self._rng)
+                if self.prepare is not None:
+                    batch = self.prepare(*batch)
+                if not self._put((batch, self._rng.bit_generator.state, None)):
+                    return
+        except BaseException as exc:     # handed to the consumer, raised there
+            self._put((None, None, exc))
+
+    def get(self):
+        """(batch, the generator state that draws the batch after it); waits for the thread when it is behind."""
+        while True:
+            try:
+                batch, next_state, error = self._queue.get(timeout=0.5)
+                break
+            except queue.Empty:
+                if not self._thread.is_alive():
+                    raise RuntimeError("the batch prefetch thread stopped without a batch") from None
+        if error is not None:
+            raise error
+        return batch, next_state
+
+    def close(self, timeout: float = 2.0) -> bool:
+        """Stop the thread; True when it has exited (a draw in progress is finished, then dropped)."""
+        self._stop.set()
+        while True:                       # unblock a put waiting on a full queue
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                break
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
 @gin.configurable("training", denylist=["model", "objective", "dataset", "output_dir", "seed", "rng", "budget_s",
                                         "start_time", "export_path", "run_info"])
 class Trainer:
@@ -115,7 +185,8 @@ class Trainer:
                  plateau_patience: int = 0, plateau_interval: int = 500, precision: str = "auto",
                  channels_last: str = "auto", device: str = "auto", checkpoint_every_s: float = 60.0,
                  log_every_s: float = 10.0, snapshot_every: int = 200, max_rollbacks: int = 3,
-                 rollback_lr_factor: float = 0.5, safety_margin_s: float = 3.0, export_estimate_s: float = 5.0):
+                 rollback_lr_factor: float = 0.5, safety_margin_s: float = 3.0, export_estimate_s: float = 5.0,
+                 warmup_steps: int = 3, prefetch: int = 2, tensorboard: bool = False):
         self.start_time = time.monotonic() if start_time is None else start_time
         self.deadline = None if budget_s is None else self.start_time + float(budget_s)
         self.budget_s = budget_s
@@ -154,7 +225,13 @@ class Trainer:
         self.step, self.lr_scale, self.rollbacks, self.train_seconds = 0, 1.0, 0, 0.0
         self.export_seconds = float(export_estimate_s) if export_path else 0.0
         self.save_seconds = 1.0
-        self.step_times = []
+        self.warmup_steps = int(warmup_steps)
+        self.step_times = []              # seconds per step after this process's warm-up steps (the last 50)
+        self.warmup_times = []            # this process's first ``warmup_steps`` step times
+        self.prefetch = 2 if prefetch is True else int(prefetch or 0)
+        self.tensorboard = bool(tensorboard)
+        self._prefetcher = None
+        self._board, self._board_images, self._board_seconds = None, None, 0.0
         self._stop_signal = None
         self._snapshot = None
         self._bar = None
@@ -187,6 +264,9 @@ class Trainer:
             self.rng.bit_generator.state = state["rng"]["numpy"]
             if "cuda" in state["rng"] and self.device.type == "cuda":
                 torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+            if self._prefetcher is not None:      # batches drawn ahead belong to the old state
+                self.stop_prefetch()
+                self.start_prefetch()
 
     def resume_if_possible(self) -> bool:
         """Continue from ``output_dir``/checkpoint.pt when a previous run of this command left one."""
@@ -228,28 +308,91 @@ class Trainer:
             f.write(json.dumps(record) + "\n")
 
     def _log_line(self, text: str) -> None:
-        if self._bar is not None:
-            self._bar.write(text, file=sys.stderr)
+        if self._bar is not None and self._bar.mode == "tty":
+            from tqdm import tqdm
+            tqdm.write(text, file=sys.stderr)          # above the bar, which stays intact
         else:
             print(text, file=sys.stderr, flush=True)
+
+    def _board_call(self, method: str, *args) -> None:
+        """A TensorBoard write; a failure turns TensorBoard off with one line, it never stops training."""
+        if self._board is None:
+            return
+        try:
+            getattr(self._board, method)(*args)
+        except Exception as exc:
+            self._log_line(f"tensorboard: logging off ({type(exc).__name__}: {exc})")
+            board, self._board = self._board, None
+            try:
+                board.close()
+            except Exception:
+                pass
 
     # ----------------------------------------------------------------------------------------------- time
     def time_left(self) -> float:
         return math.inf if self.deadline is None else self.deadline - time.monotonic()
 
+    def slow_step_s(self) -> float:
+        """A pessimistic step time: 2x the 90th percentile of the last 20 steps after the warm-up steps.
+
+        Each process's first steps are slow for reasons that do not recur (lazy dataset tables, autocast and oneDNN
+        warm-up), so they are left out; until a later step exists, it is 2x the fastest warm-up step, but at most
+        max(1 s, 10% of the budget), so one slow first step cannot end a short run.
+        """
+        recent = sorted(self.step_times[-20:])
+        if recent:
+            return 2.0 * recent[min(int(math.ceil(0.9 * len(recent))) - 1, len(recent) - 1)]
+        if self.warmup_times:
+            return min(2.0 * min(self.warmup_times), max(1.0, 0.1 * float(self.budget_s or 0.0)))
+        return 1.0
+
     def reserve_s(self) -> float:
         """What must stay in hand at the loop's end: a slow step, a checkpoint, an export and the safety margin."""
-        recent = self.step_times[-20:]
-        slow_step = 2.0 * max(recent) if recent else 1.0
-        return slow_step + self.save_seconds + self.export_seconds + self.safety_margin_s
+        return self.slow_step_s() + self.save_seconds + self.export_seconds + self.safety_margin_s
+
+    def _record_step_time(self, dt: float) -> None:
+        if len(self.warmup_times) < self.warmup_steps:
+            self.warmup_times.append(dt)
+        else:
+            self.step_times = (self.step_times + [dt])[-50:]
 
     # ----------------------------------------------------------------------------------------------- loop
-    def _next_batch(self):
-        images, factors = self.dataset.sample_batch(self.batch_size, self.rng)
-        x = images.to(self.device, non_blocking=True).float().div_(255.0)
+    def _prepare_on_host(self, images, factors):
+        """The host half of a batch's preparation, run in the prefetch thread: float [0, 1] on the CPU, else pinned."""
+        if self.device.type == "cpu":
+            x = images.float().div_(255.0)
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            return x, factors
+        return images.pin_memory(), factors.pin_memory()
+
+    def _to_device(self, images, factors):
+        x = images.to(self.device, non_blocking=True)
+        if not x.is_floating_point():
+            x = x.float().div_(255.0)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x, factors.to(self.device, non_blocking=True)
+
+    def start_prefetch(self) -> None:
+        """Draw batches ahead in a background thread from now on (when ``prefetch`` > 0)."""
+        if self.prefetch > 0 and self._prefetcher is None:
+            self._prefetcher = BatchPrefetcher(self.dataset, self.batch_size, self.rng, self.prefetch,
+                                               self._prepare_on_host)
+
+    def stop_prefetch(self) -> None:
+        """Stop the prefetch thread; ``self.rng`` already holds the state of the next unconsumed batch."""
+        prefetcher, self._prefetcher = self._prefetcher, None
+        if prefetcher is not None and not prefetcher.close():
+            self._log_line("the batch prefetch thread is still drawing a batch; it stops after that draw")
+
+    def _next_batch(self):
+        if self._prefetcher is not None:
+            (images, factors), next_state = self._prefetcher.get()
+            self.rng.bit_generator.state = next_state      # the checkpoint's state draws the next unconsumed batch
+        else:
+            images, factors = self.dataset.sample_batch(self.batch_size, self.rng)
+        return self._to_device(images, factors)
 
     def _train_step(self):
         x, factors = self._next_batch()
@@ -299,6 +442,39 @@ class Trainer:
             return
         register_progress(min(max(fractions), 1.0))
 
+    def _open_board(self) -> None:
+        """TensorBoard (``training.tensorboard``): scalars of every log record, images with every checkpoint."""
+        if not self.tensorboard:
+            return
+        try:
+            from .visualize import TensorBoardLogger     # pulls in TensorFlow's tensorboard: only when asked for
+            self._board = TensorBoardLogger(os.path.join(self.output_dir, "tensorboard"), enabled=True)
+        except Exception as exc:                         # pictures are optional; training is not
+            self._log_line(f"tensorboard: logging off ({type(exc).__name__}: {exc})")
+            self._board = None
+        if self._board is None or not self._board.enabled:
+            self._board = None
+            return
+        # Its own generator: the training batches stay the same with TensorBoard on or off.
+        self._board_images = self.dataset.sample_batch(8, np.random.default_rng(12345))[0].float() / 255
+
+    def _close_board(self) -> None:
+        board, self._board = self._board, None
+        if board is not None:
+            try:
+                board.close()
+            except Exception as exc:
+                self._log_line(f"tensorboard: could not close ({type(exc).__name__}: {exc})")
+
+    def _board_log_images(self) -> None:
+        """Images after a checkpoint, when the time left covers them on top of the end-of-run reserve."""
+        if self._board is None or self.time_left() - self.reserve_s() < 2.0 * self._board_seconds + 1.0:
+            return
+        t0 = time.monotonic()
+        self._board_call("log_images", self.step, self.model, self._board_images)
+        self.model.train()
+        self._board_seconds = time.monotonic() - t0
+
     def run(self) -> dict:
         os.makedirs(self.output_dir, exist_ok=True)
         self._bar = None
@@ -310,23 +486,30 @@ class Trainer:
         reason = None
         try:
             self.export()                       # an export exists from the first second on
+            self._open_board()
+            self.start_prefetch()
             reason = self._loop()
         except BaseException:
+            self.stop_prefetch()
             self._emergency_export()
             raise
         finally:
+            self.stop_prefetch()
             for s, handler in previous.items():
                 signal.signal(s, handler)
             if self._bar is not None:
                 self._bar.close()
+                self._bar = None
+            self._close_board()
         return self._finish(reason)
 
     def _loop(self) -> str:
-        from tqdm import tqdm
-        if sys.stderr.isatty():
-            self._bar = tqdm(total=self.max_steps, initial=self.step, unit="it", dynamic_ncols=True)
+        from .progress import progress
+        self._bar = progress(self.max_steps, "train", unit="steps")
+        self._bar.update_to(self.step)
         last_checkpoint = last_log = last_progress = time.monotonic()
         window, window_steps, window_start = {}, 0, time.monotonic()
+        window_kl = None
         while True:
             if self._stop_signal:
                 self._log_line(f"{self._stop_signal} received at step {self.step}: writing the checkpoint and export")
@@ -344,11 +527,14 @@ class Trainer:
             self.step += 1
             dt = time.monotonic() - t0
             self.train_seconds += dt
-            self.step_times = (self.step_times + [dt])[-50:]
+            self._record_step_time(dt)
             loss_value = float(loss.detach())
             for name, value in terms.items():
                 window[name] = window.get(name, 0.0) + float(value.detach())
             window["loss"] = window.get("loss", 0.0) + loss_value
+            kl = self.objective.kl_per_dim()
+            if kl is not None:                  # summed on the device; read once per log record
+                window_kl = kl.clone() if window_kl is None or window_kl.shape != kl.shape else window_kl.add_(kl)
             window_steps += 1
             if self.scheduler is not None:
                 self._plateau_sum += loss_value
@@ -358,21 +544,19 @@ class Trainer:
                     self._plateau_sum, self._plateau_count = 0.0, 0
             if self.step % self.snapshot_every == 0:
                 self._take_snapshot()
-            if self._bar is not None:
-                self._bar.update(1)
+            self._bar.update(1)
             now = time.monotonic()
             if now - last_log >= self.log_every_s or self.step == self.max_steps:
-                record = {"step": self.step, "elapsed_s": round(now - self.start_time, 2),
-                          "it_per_s": round(window_steps / max(now - window_start, 1e-9), 3),
-                          "lr": self.optimizer.param_groups[0]["lr"],
-                          **{k: v / window_steps for k, v in window.items()}, **self.objective.diagnostics()}
+                record = self._log_record(now, window, window_steps, window_start, window_kl)
                 self._write_log(record)
-                summary = " ".join(f"{k}={v:.4g}" for k, v in record.items() if isinstance(v, float) and k != "lr")
-                if self._bar is not None:
-                    self._bar.set_postfix_str(summary[:120])
-                else:
+                self._board_call("log_record", record)
+                numbers = {k: v for k, v in record.items() if isinstance(v, float) and k not in ("lr", "elapsed_s")}
+                if self._bar.mode == "tty":
+                    self._bar.set_postfix(**dict(list(numbers.items())[:6]))
+                elif self._bar.mode == "plain":
+                    summary = " ".join(f"{k}={v:.4g}" for k, v in numbers.items())
                     self._log_line(f"step {self.step}/{self.max_steps} {summary}")
-                window, window_steps, window_start, last_log = {}, 0, now, now
+                window, window_steps, window_start, last_log, window_kl = {}, 0, now, now, None
             if now - last_progress >= 5.0:
                 self._report_progress()
                 last_progress = now
@@ -380,7 +564,21 @@ class Trainer:
                 self._take_snapshot()
                 self.save_checkpoint(self._snapshot)
                 self.export()
+                self._board_log_images()
                 last_checkpoint = time.monotonic()
+
+    def _log_record(self, now, window, window_steps, window_start, window_kl) -> dict:
+        """One log.jsonl record: the window's mean loss terms, learning rate, KL per dimension, the diagnostics."""
+        record = {"step": self.step, "elapsed_s": round(now - self.start_time, 2),
+                  "it_per_s": round(window_steps / max(now - window_start, 1e-9), 3),
+                  "lr": self.optimizer.param_groups[0]["lr"],
+                  **{k: v / window_steps for k, v in window.items()}}
+        if window_kl is not None:
+            kl = (window_kl / window_steps).tolist()
+            record["kl_per_dim"] = [round(v, 6) for v in kl]
+            record["kl_active_dims"] = sum(v > KL_ACTIVE_NATS for v in kl)
+        record.update(self.objective.diagnostics())
+        return record
 
     def _emergency_export(self) -> None:
         """An unexpected error: write the last good snapshot and its export before the error propagates."""

@@ -1,4 +1,6 @@
-"""The trainer: resume reproduces the uninterrupted run, NaN rollback, the deadline and signal paths write the export."""
+"""The trainer: resume reproduces the uninterrupted run, NaN rollback, the deadline and signal paths write the export,
+the warm-up-aware stop rule, the batch prefetch thread, KL per dimension in the log, TensorBoard and the report hook."""
+import json
 import os
 import signal
 import threading
@@ -30,18 +32,45 @@ class TinyData:
         return torch.from_numpy(images), torch.from_numpy(factors)
 
 
+class SlowStartData(TinyData):
+    """TinyData whose first batches are slow, as lazily built dataset tables make them; ``fail_at`` raises instead."""
+
+    def __init__(self, sleeps=(), fail_at=None):
+        super().__init__()
+        self.sleeps, self.fail_at, self.calls = list(sleeps), fail_at, 0
+
+    def sample_batch(self, n, rng):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise OSError("simulated read error")
+        if self.calls <= len(self.sleeps):
+            time.sleep(self.sleeps[self.calls - 1])
+        return super().sample_batch(n, rng)
+
+
+def _prefetch_threads():
+    return [t for t in threading.enumerate() if t.name == "batch-prefetch" and t.is_alive()]
+
+
 @pytest.fixture(autouse=True)
 def _local_progress_log(tmp_path, monkeypatch):
     monkeypatch.setenv("AICROWD_OUTPUT_PATH", str(tmp_path / "events"))
+    yield
+    assert not _prefetch_threads(), "a batch prefetch thread outlived its run"
 
 
-def _trainer(out, kind="pvae", objective="pvae", seed=0, **kwargs):
+def _trainer(out, kind="pvae", objective="pvae", seed=0, data=None, **kwargs):
     rng = seed_everything(seed)
     model = make_model(kind=kind, architecture="mlp", latent_dim=4)
     settings = dict(max_steps=20, batch_size=8, learning_rate=1e-3, precision="fp32", checkpoint_every_s=1e9,
                     log_every_s=1e9)
     settings.update(kwargs)
-    return Trainer(model, build_objective(objective), TinyData(), str(out), seed=seed, rng=rng, **settings)
+    return Trainer(model, build_objective(objective), data or TinyData(), str(out), seed=seed, rng=rng, **settings)
+
+
+def _log(run_dir):
+    with open(os.path.join(run_dir, "log.jsonl")) as f:
+        return [json.loads(line) for line in f]
 
 
 class CrashAt(Objective):
@@ -65,6 +94,7 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tmp_path):
     crashed.objective = CrashAt(crashed.objective, crash_step=13)
     with pytest.raises(RuntimeError, match="simulated crash"):
         crashed.run()
+    assert not _prefetch_threads()
     assert load_checkpoint(str(tmp_path / "resumed" / "checkpoint.pt"))["step"] == 13
 
     resumed = _trainer(tmp_path / "resumed", seed=99)     # a different seed: everything must come from the checkpoint
@@ -75,6 +105,30 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tmp_path):
     for a, b in zip(straight.optimizer.state_dict()["state"].values(), resumed.optimizer.state_dict()["state"].values()):
         assert all(torch.equal(a[k], b[k]) for k in a)
     assert straight.rng.bit_generator.state == resumed.rng.bit_generator.state
+
+
+def test_prefetch_draws_the_same_batches_as_drawing_in_the_loop(tmp_path):
+    """The prefetch thread changes no number: same weights, same generator state as drawing each batch in the loop."""
+    inline = _trainer(tmp_path / "inline", prefetch=0)
+    inline.run()
+    ahead = _trainer(tmp_path / "ahead", prefetch=2)
+    ahead.run()
+    assert inline.step == ahead.step == 20
+    for (name, a), b in zip(inline.model.state_dict().items(), ahead.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert inline.rng.bit_generator.state == ahead.rng.bit_generator.state
+    # ... and that state draws the batch after the 20th: the checkpoint resumes with the next unconsumed batch.
+    assert load_checkpoint(str(tmp_path / "ahead" / "checkpoint.pt"))["rng"]["numpy"] == inline.rng.bit_generator.state
+
+
+def test_an_error_in_the_prefetch_thread_surfaces_and_keeps_the_export(tmp_path):
+    export = tmp_path / "representation" / "pytorch_model.pt"
+    trainer = _trainer(tmp_path / "train", data=SlowStartData(fail_at=6), max_steps=10**9, snapshot_every=2,
+                       export_path=str(export))
+    with pytest.raises(OSError, match="simulated read error"):
+        trainer.run()
+    assert export.exists() and not _prefetch_threads()
+    assert load_checkpoint(str(tmp_path / "train" / "checkpoint.pt"))["step"] == 4     # the last snapshot
 
 
 class NaNOnce(Objective):
@@ -119,10 +173,37 @@ def test_budget_stops_in_time_and_writes_the_export(tmp_path):
     summary = trainer.run()
     assert summary["stopped"] == "budget" and summary["step"] > 0
     assert time.monotonic() - start < 6.0
+    assert not _prefetch_threads()
     loaded = torch.jit.load(str(export))
     x = torch.rand(4, 3, 64, 64)
     assert torch.allclose(loaded(x), trainer.model.representation(x), atol=1e-5)
     assert (tmp_path / "train" / "config.gin").exists() and (tmp_path / "train" / "log.jsonl").exists()
+
+
+def test_slow_first_batches_do_not_end_a_short_run(tmp_path):
+    """A 3 s first batch once made the stop rule reserve 2x that for every later step and stop after step 1."""
+    export = tmp_path / "representation" / "pytorch_model.pt"
+    trainer = _trainer(tmp_path / "train", data=SlowStartData(sleeps=(3.0, 0.2, 0.2)), budget_s=8.0,
+                       max_steps=10**9, export_path=str(export), safety_margin_s=0.5)
+    summary = trainer.run()
+    assert summary["stopped"] == "budget"
+    assert summary["step"] >= 20, summary
+    assert time.monotonic() < trainer.deadline and export.exists()
+    assert load_checkpoint(str(tmp_path / "train" / "checkpoint.pt"))["step"] == summary["step"]
+
+
+def test_the_slow_step_estimate_leaves_out_warm_up_and_outliers(tmp_path):
+    trainer = _trainer(tmp_path, budget_s=100.0)
+    assert trainer.slow_step_s() == 1.0                             # nothing measured yet
+    for dt in (9.0, 0.2, 0.1):                                       # the warm-up steps
+        trainer._record_step_time(dt)
+    assert trainer.slow_step_s() == pytest.approx(0.2)               # 2x the fastest warm-up step
+    for dt in [0.05] * 19 + [3.0]:                                   # one outlier among 20
+        trainer._record_step_time(dt)
+    assert trainer.slow_step_s() == pytest.approx(0.1)               # 2x the 90th percentile
+    for dt in [0.5] * 5:
+        trainer._record_step_time(dt)
+    assert trainer.slow_step_s() == pytest.approx(1.0)               # slower steps lately: the estimate follows
 
 
 def test_sigterm_stops_cleanly_with_checkpoint_and_export(tmp_path):
@@ -136,6 +217,46 @@ def test_sigterm_stops_cleanly_with_checkpoint_and_export(tmp_path):
     assert export.exists()
     assert load_checkpoint(str(tmp_path / "train" / "checkpoint.pt"))["step"] == summary["step"]
     assert signal.getsignal(signal.SIGTERM) is not trainer._on_signal      # handlers restored
+    assert not _prefetch_threads()
+
+
+def test_log_records_kl_per_dimension_learning_rate_and_active_dims(tmp_path):
+    trainer = _trainer(tmp_path / "vae", kind="vae", objective="beta_vae", max_steps=6, log_every_s=0.0)
+    trainer.run()
+    records = [r for r in _log(tmp_path / "vae") if "event" not in r]
+    assert [r["step"] for r in records] == list(range(1, 7))
+    for record in records:
+        kl = record["kl_per_dim"]
+        assert len(kl) == 4 and all(isinstance(v, float) and v >= 0 for v in kl)
+        assert sum(kl) == pytest.approx(record["kl"], rel=1e-4, abs=1e-5)      # beta 1: the KL term is their sum
+        assert record["kl_active_dims"] == sum(v > 0.1 for v in kl)
+        assert record["lr"] == pytest.approx(1e-3)
+
+    trainer = _trainer(tmp_path / "pvae", max_steps=4, log_every_s=0.0)
+    trainer.run()
+    records = [r for r in _log(tmp_path / "pvae") if "event" not in r]
+    assert all(len(r["kl_per_dim"]) == 4 and "active_dims" in r and "lr" in r for r in records)
+
+    from submission.visualize.curves import split_series
+    groups = split_series(records)
+    assert sorted(groups["KL per dimension"]) == ["z0", "z1", "z2", "z3"]
+    assert "lr" in groups["learning rate"] and "active_dims" in groups["active dimensions"]
+
+
+@pytest.mark.slow          # importing TensorBoard takes 3-9 s here
+def test_tensorboard_writes_an_events_file(tmp_path):
+    pytest.importorskip("tensorboard")
+    trainer = _trainer(tmp_path / "train", max_steps=3, log_every_s=0.0, checkpoint_every_s=0.0, tensorboard=True)
+    trainer.run()
+    events = [name for name in os.listdir(tmp_path / "train" / "tensorboard") if name.startswith("events.out")]
+    assert events and os.path.getsize(tmp_path / "train" / "tensorboard" / events[0]) > 0
+    assert trainer._board is None                                    # closed
+
+
+def test_tensorboard_is_off_by_default(tmp_path):
+    trainer = _trainer(tmp_path / "train", max_steps=2)
+    trainer.run()
+    assert not (tmp_path / "train" / "tensorboard").exists()
 
 
 def test_resume_refuses_a_different_architecture(tmp_path):
@@ -145,6 +266,24 @@ def test_resume_refuses_a_different_architecture(tmp_path):
     trainer = Trainer(other, build_objective("pvae"), TinyData(), str(tmp_path), precision="fp32")
     with pytest.raises(TrainingError, match="architecture"):
         trainer.run()
+
+
+@pytest.mark.parametrize("no_report", [False, True])
+def test_train_cli_writes_the_report_after_the_export_unless_told_not_to(tmp_path, monkeypatch, no_report):
+    import submission.visualize
+    from submission import train
+    calls = []
+
+    def fake_report(run_dir, model, dataset):
+        calls.append((run_dir, os.path.exists(tmp_path / "representation" / "pytorch_model.pt")))
+
+    monkeypatch.setattr(submission.visualize, "write_training_report", fake_report)
+    argv = ["--gin_file", "submission/configs/beta_vae.gin", "--dataset", "mpi3d_sim_toy", "--output",
+            str(tmp_path / "train"), "--budget", "60s", "--max_steps", "2", "--gin_binding", "model.architecture='mlp'",
+            "--gin_binding", "training.batch_size=8"] + (["--no_report"] if no_report else [])
+    summary = train.run(train.build_parser("submission.train", pretrain=False).parse_args(argv))
+    assert summary["step"] == 2
+    assert calls == ([] if no_report else [(str(tmp_path / "train"), True)])
 
 
 class OracleEncoderPVAE(PrunedVAE):

@@ -3,7 +3,14 @@
 An objective is an ``nn.Module``: ``objective(model, x, factors, step)`` returns a dict name -> scalar tensor, and the
 trainer minimises their sum. Optional hooks: ``setup(dataset)`` once before training (e.g. the dataset size),
 ``diagnostics()`` numbers from the last call, ``after_step(step)`` after each optimiser step (e.g. a discriminator).
+
+KL per dimension for the training curves: the first ``gaussian_kl_per_dim`` result computed during an objective's call
+(its closed-form Gaussian KL, before any gate weighting or sum) is kept, detached and on the device, as
+``objective.kl_per_dim()``; the trainer averages it over each logging window. Objectives without a Gaussian posterior
+KL (VSC's spike-and-slab, a non-Gaussian prior) have none.
 """
+import threading
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,7 +37,18 @@ def gaussian_kl_per_dim(mu, logvar):
     Closed form (Kingma & Welling 2014, appendix B): 0.5 (mu^2 + sigma^2 - 1 - log sigma^2).
     """
     mu, logvar = mu.float(), logvar.float()
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(0)
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(0)
+    frames = getattr(_KL_CAPTURE, "frames", None)
+    if frames and kl.dim() == 1:
+        detached = kl.detach()
+        for frame in frames:            # every objective call in progress (a wrapper and the objective it wraps)
+            if frame[0] is None:
+                frame[0] = detached
+    return kl
+
+
+# The objective calls in progress on this thread, innermost last; each a one-item list for its first KL per dimension.
+_KL_CAPTURE = threading.local()
 
 
 class Objective(nn.Module):
@@ -41,6 +59,19 @@ class Objective(nn.Module):
     def __init__(self):
         super().__init__()
         self._diagnostics = {}
+        self._kl_per_dim = None
+
+    def __call__(self, *args, **kwargs):
+        frames = getattr(_KL_CAPTURE, "frames", None)
+        if frames is None:
+            frames = _KL_CAPTURE.frames = []
+        frame = [None]
+        frames.append(frame)
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            frames.pop()                # calls nest, so this call's frame is the last one
+            self._kl_per_dim = frame[0]
 
     def setup(self, dataset) -> None:
         """Called once by the trainer before the first step with the training dataset."""
@@ -50,6 +81,11 @@ class Objective(nn.Module):
 
     def after_step(self, step: int) -> None:
         """Called after each optimiser step."""
+
+    def kl_per_dim(self):
+        """The last call's KL(q(z_d|x) || N(0, 1)) per latent dimension, batch mean: a detached (D,) tensor on the
+        model's device (no host sync), or None when the objective computed no Gaussian KL."""
+        return getattr(self, "_kl_per_dim", None)
 
     def record(self, **numbers) -> None:
         self._diagnostics.update({k: float(v) for k, v in numbers.items()})
