@@ -72,6 +72,12 @@ def _load_checkpoint(path):
     return _CheckpointRepresentation(model)
 
 
+def kit_model(module):
+    """The kit model behind ``module`` when it was rebuilt from a checkpoint (it has a decoder), else None (TorchScript:
+    the encoder's means only)."""
+    return module.model if isinstance(module, _CheckpointRepresentation) else None
+
+
 def load_representation(path):
     """The module to evaluate, in eval mode: a TorchScript file, or a kit checkpoint (a file, or a directory holding
     ``checkpoint.pt``) rebuilt with ``submission.models.build_model``."""

@@ -10,6 +10,7 @@ Two modes give the same numbers:
 Either way, each metric's results dict is dlib's own, saved with dlib's own writer under
 ``<output>/metrics/<metric>/results/``; the five leaderboard numbers go to ``<output>/scores.json``.
 """
+import functools
 import json
 import os
 import tempfile
@@ -18,11 +19,13 @@ import time
 import numpy as np
 import torch
 
+from evaluate import extra
 from evaluate import metrics as metric_registry
 from evaluate.errors import EvaluationError
-from evaluate.metrics import LEADERBOARD, SCORE_KEYS, evaluation_settings, metric_config
+from evaluate.metrics import (DEFAULT_METRICS, EXTRA, LEADERBOARD, SCORE_KEYS, SELECTABLE, evaluation_settings,
+                              metric_config)
 from evaluate.progress import Progress, log
-from evaluate.representation import check_representation, load_representation, representation_function
+from evaluate.representation import check_representation, kit_model, load_representation, representation_function
 
 PROCEDURAL_HINT = ("download the file into $DISENTANGLEMENT_LIB_DATA (see README.md), or evaluate on a procedural "
                    "stand-in that needs no file: mpi3d_sim_toy or mpi3d_sim_realistic")
@@ -59,6 +62,10 @@ def open_dataset(dataset, data_dir=None):
         raise EvaluationError(message) from None
 
 
+def _number(value):
+    return str(value) if isinstance(value, (int, np.integer)) else f"{float(value):.4f}"
+
+
 def _first_line(exc):
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
@@ -89,17 +96,22 @@ def _report_progress(fraction):
 class _Run:
     """State of one evaluation: settings, results so far, and the per-metric scoring step shared by both modes."""
 
-    def __init__(self, output_dir, metrics, quick, gin_files, gin_bindings):
+    def __init__(self, output_dir, metrics, quick, gin_files, gin_bindings, model=None):
         self.output_dir, self.metrics = output_dir, metrics
         self.config = dict(quick=quick, gin_files=gin_files, gin_bindings=gin_bindings)
+        self.model = model  # the kit model behind a checkpoint (the extra metrics' decoder), or None
         self.results, self.errors, self.seconds = {}, {}, {}
 
-    def score(self, metric, dataset, represent, importance_gbt=None):
-        """Run dlib's metric function in its own gin scope, seeded as the grader seeded it; save dlib's layout."""
+    def score(self, metric, dataset, represent, importance_gbt=None, images=None):
+        """Run dlib's metric function in its own gin scope, seeded as the grader seeded it; save dlib's layout.
+
+        ``extra`` runs the same way, and also gets the kit model and ``images`` (the fast path's keys -> images)."""
         start = time.monotonic()
         try:
             with metric_config(metric, **self.config):
                 evaluation_fn, seed = evaluation_settings()
+                if metric == EXTRA:
+                    evaluation_fn = functools.partial(evaluation_fn, model=self.model, images=images)
                 # sklearn estimators inside dlib's metrics draw from numpy's global RNG (LinearSVC in SAP, tie-breaking
                 # in DCI's trees); seeding it makes every run, fast or reference, repeat the same draws.
                 np.random.seed(seed)
@@ -120,6 +132,13 @@ class _Run:
             return
         self.results[metric] = results
         self.seconds[metric] = round(time.monotonic() - start, 2)
+        if metric == EXTRA:
+            for group, line in results["errors"].items():
+                self.errors[f"{EXTRA}.{group}"] = line
+                log(f"{EXTRA}: {group} FAILED: {line} (the other extra metrics are kept)")
+            shown = ", ".join(f"{k} = {_number(results[k])}" for k in extra.SUMMARY if results[k] is not None)
+            log(f"{metric}: {shown} ({self.seconds[metric]:.1f} s)")
+            return
         log(f"{metric}: {SCORE_KEYS[metric]} = {float(results[SCORE_KEYS[metric]]):.4f} "
             f"({self.seconds[metric]:.1f} s)")
 
@@ -169,7 +188,7 @@ def _run_fast(run, dataset, represent, num_codes, batch_size, jobs):
     cached = replay.CachedRepresentation(keyed, represent, keys, codes, verified)
     importance_gbt = replay.importance_gbt_parallel(jobs=jobs)
     for i, metric in enumerate(requests):
-        run.score(metric, keyed, cached, importance_gbt=importance_gbt)
+        run.score(metric, keyed, cached, importance_gbt=importance_gbt, images=keyed.images)
         _report_progress(0.5 + 0.5 * (i + 1) / len(requests))
     if cached.computed:
         log(f"{cached.computed} images were encoded on request, exactly as dlib batches them")
@@ -185,7 +204,9 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
       model: path of a TorchScript file or kit checkpoint (or a directory holding ``checkpoint.pt``), or a torch module.
       dataset: a registry name (``submission.data``), or a GroundTruthData object.
       output_dir: gets ``metrics/<metric>/results/aggregate/evaluation.json``, ``scores.json``, ``evaluation_run.json``.
-      metrics: metric names (default: the five leaderboard metrics); ``beta_vae_sklearn`` is optional.
+      metrics: metric names (default: the five leaderboard metrics and ``extra``); ``beta_vae_sklearn`` is optional.
+        ``extra`` (MIC, active dims, total correlation; with a kit checkpoint also the reconstruction error and the
+        aggregate posterior's sampled TC) never enters scores.json.
       reference: call dlib the plain way instead of the fast replay (same numbers, several times slower).
       quick: add ``configs/quick.gin`` (~1/10 of the samples): NOT the leaderboard's settings.
       gin_files, gin_bindings: more settings, applied after the metric's own (and quick) files.
@@ -195,18 +216,18 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
 
     Returns:
       dict with ``scores`` (the content of scores.json: leaderboard metric -> number, or None when it failed or did not
-      run), ``results`` (metric -> dlib's results dict), ``errors`` (metric -> one line), ``info`` (what
-      evaluation_run.json holds).
+      run), ``results`` (metric -> dlib's results dict), ``errors`` (metric -> one line; ``extra.<group>`` for one extra
+      metric that failed while the others were kept), ``info`` (what evaluation_run.json holds).
 
     Raises:
       EvaluationError: bad input (model, dataset, metric name, gin setting), before anything is written; or a
       representation fault found mid-run (NaN, wrong shape), which no metric could score.
     """
     total_start = time.monotonic()
-    metrics = list(dict.fromkeys(metrics or LEADERBOARD))
+    metrics = list(dict.fromkeys(metrics or DEFAULT_METRICS))
     for metric in metrics:
-        if metric not in SCORE_KEYS:
-            raise EvaluationError(f"unknown metric {metric!r}; expected some of: {', '.join(SCORE_KEYS)}")
+        if metric not in SELECTABLE:
+            raise EvaluationError(f"unknown metric {metric!r}; expected some of: {', '.join(SELECTABLE)}")
     if batch_size < 1:
         raise EvaluationError(f"batch_size={batch_size}; expected a positive integer")
     ds, dataset_name = open_dataset(dataset, data_dir)
@@ -215,6 +236,7 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
     else:
         module, model_name = load_representation(model), os.fspath(model)
     represent = representation_function(module, name=model_name)
+    decoder_model = kit_model(module)
     num_codes = check_representation(represent, ds, name=model_name)
     metric_registry.import_dlib_metrics()
     metric_registry.check_configs(metrics, quick, gin_files, gin_bindings)
@@ -233,7 +255,7 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
     settings = "quick (NOT the leaderboard's settings)" if quick else "challenge"
     log(f"{model_name} ({num_codes} codes) on {dataset_name}: {mode} mode, {settings} settings, metrics "
         f"{', '.join(metrics)}")
-    state = _Run(output_dir, metrics, quick, tuple(gin_files), tuple(gin_bindings))
+    state = _Run(output_dir, metrics, quick, tuple(gin_files), tuple(gin_bindings), model=decoder_model)
     if mode == "fast":
         images = _run_fast(state, ds, represent, num_codes, batch_size, jobs)
     else:
@@ -244,23 +266,63 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
             "gin_files": list(gin_files), "gin_bindings": list(gin_bindings), "num_codes": num_codes,
             "metrics": {m: {"key": f"evaluation_results.{SCORE_KEYS[m]}",
                             "score": float(state.results[m][SCORE_KEYS[m]]) if m in state.results else None,
-                            "seconds": state.seconds.get(m), "error": state.errors.get(m)} for m in metrics},
+                            "seconds": state.seconds.get(m), "error": state.errors.get(m)}
+                        for m in metrics if m != EXTRA},
             "images": images, "total_s": round(time.monotonic() - total_start, 2)}
+    if EXTRA in metrics:
+        info["extra"] = _extra_info(state)
     write_json(os.path.join(output_dir, "scores.json"), scores)
     write_json(os.path.join(output_dir, "evaluation_run.json"), info)
     return {"scores": scores, "results": state.results, "errors": state.errors, "info": info}
+
+
+def _extra_info(state):
+    """evaluation_run.json's ``extra``: the extra metrics' headline numbers (null when skipped or failed), and why."""
+    results = state.results.get(EXTRA)
+    if results is None:
+        return {"values": dict.fromkeys(extra.SUMMARY), "skipped": {}, "errors": {},
+                "seconds": None, "error": state.errors.get(EXTRA)}
+    return {"values": {k: results[k] for k in extra.SUMMARY}, "num_codes": results["num_codes"],
+            "num_samples": results["num_samples"], "model_samples": results["model_samples"],
+            "skipped": dict(results["skipped"]), "errors": dict(results["errors"]), "seconds": state.seconds.get(EXTRA),
+            "error": None}
+
+
+def _extra_rows(row):
+    """The extra metrics' lines of the table: below the leaderboard's, with what was skipped and why."""
+    if row["error"]:
+        return ["", f"extra metrics (not on the leaderboard): FAILED: {row['error']}"]
+    lines = ["", f"extra metrics (not on the leaderboard, not in scores.json): {row['num_samples']} images"
+                 f"{', ' + str(row['model_samples']) + ' through the model' if row['model_samples'] else ''}, "
+                 f"{row['seconds']:.1f} s"]
+    explained = set()
+    for key, label in extra.SUMMARY.items():
+        group = next(g for g, keys in extra.GROUPS.items() if key in keys)
+        value = row["values"][key]
+        if value is not None:
+            shown = f"{value} of {row['num_codes']}" if key == "active_dims" else f"{value:.4f}"
+            lines.append(f"  {label:<34} {shown:>9}  evaluation_results.{key}")
+            continue
+        reason = row["errors"].get(group) or row["skipped"].get(group, "")
+        state = "FAILED" if group in row["errors"] else "skipped"
+        lines.append(f"  {label:<34} {state:>9}" + (f"  {reason}" if reason not in explained else ""))
+        explained.add(reason)
+    return lines
 
 
 def format_table(info):
     """The run's scores as a table for people."""
     lines = [f"{info['model']} on {info['dataset']}: {info['mode']} mode, "
              f"{'QUICK settings (not the leaderboard numbers)' if info['settings'] == 'quick' else 'challenge settings'}, "
-             f"{info['total_s']:.1f} s",
-             f"{'metric':<18} {'score':>7}  {'seconds':>7}  key"]
+             f"{info['total_s']:.1f} s"]
+    if info["metrics"]:
+        lines.append(f"{'metric':<18} {'score':>7}  {'seconds':>7}  key")
     for metric, row in info["metrics"].items():
         score = f"{row['score']:.4f}" if row["score"] is not None else "FAILED"
         seconds = f"{row['seconds']:.1f}" if row["seconds"] is not None else "-"
         lines.append(f"{metric:<18} {score:>7}  {seconds:>7}  {row['key']}")
         if row["error"]:
             lines.append(f"{'':<18} {row['error']}")
+    if "extra" in info:
+        lines.extend(_extra_rows(info["extra"]))
     return "\n".join(lines)
