@@ -98,7 +98,7 @@ class TorchLRSchedule:
         if every <= 0:
             raise ValueError(f"TorchLRSchedule.every={every}: expected a positive number of steps")
         self.name, self.every, self.kwargs = name, int(every), dict(kwargs)
-        self.scheduler, self._losses = None, []
+        self.scheduler, self.pending = None, []   # pending: losses since the last scheduler step (checkpointed)
 
     def attach(self, optimizer):
         self.scheduler = getattr(torch.optim.lr_scheduler, self.name)(optimizer, **self.kwargs)
@@ -107,13 +107,13 @@ class TorchLRSchedule:
     def step(self, loss: float = None) -> None:
         if self.scheduler is None:
             raise RuntimeError("TorchLRSchedule.step was called before attach(optimizer)")
-        self._losses.append(float("nan") if loss is None else float(loss))
-        if len(self._losses) < self.every:
+        self.pending.append(float("nan") if loss is None else float(loss))
+        if len(self.pending) < self.every:
             return
         if self.name == "ReduceLROnPlateau":
-            if any(math.isnan(v) for v in self._losses):
+            if any(math.isnan(v) for v in self.pending):
                 raise ValueError("ReduceLROnPlateau needs the loss: call TorchLRSchedule.step(loss)")
-            self.scheduler.step(sum(self._losses) / len(self._losses))
+            self.scheduler.step(sum(self.pending) / len(self.pending))
         else:
             self.scheduler.step()
-        self._losses = []
+        self.pending = []

@@ -29,6 +29,8 @@ import gin
 import numpy as np
 import torch
 
+from submission.schedules import TorchLRSchedule
+
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
 # A latent dimension counts in a log record's ``kl_active_dims`` when its mean KL over the window exceeds this (nats).
@@ -169,6 +171,31 @@ class BatchPrefetcher:
         return not self._thread.is_alive()
 
 
+def parameter_groups(model, objective, learning_rate: float, lr_multipliers: dict = None) -> list:
+    """Adam parameter groups: every trainable parameter at ``learning_rate``, except those whose qualified name
+    (``model.gate.log_alpha``, ``objective.…``) contains a key of ``lr_multipliers``, which get lr × that factor.
+    PVAE's gates use this: Adam moves a parameter by about lr per step, so at lr 1e-4 a gate needs >5·10⁴ steps
+    to close; its own rate lets it close within a run while the network keeps the recipe's rate."""
+    multipliers = dict(lr_multipliers or {})
+    groups, matched = {}, set()
+    for prefix, module in (("model", model), ("objective", objective)):
+        for name, param in module.named_parameters():
+            if not param.requires_grad:
+                continue
+            qualified = f"{prefix}.{name}"
+            factor = 1.0
+            for key, value in multipliers.items():
+                if key in qualified:
+                    factor = float(value)
+                    matched.add(key)
+            groups.setdefault(factor, []).append(param)
+    unmatched = sorted(set(multipliers) - matched)
+    if unmatched:
+        raise TrainingError(f"training.lr_multipliers names {unmatched}, which match no trainable parameter: "
+                            f"expected parts of names such as 'model.gate.log_alpha'")
+    return [{"params": params, "lr": float(learning_rate) * factor} for factor, params in sorted(groups.items())]
+
+
 @gin.configurable("training", denylist=["model", "objective", "dataset", "output_dir", "seed", "rng", "budget_s",
                                         "start_time", "export_path", "run_info"])
 class Trainer:
@@ -186,7 +213,7 @@ class Trainer:
                  channels_last: str = "auto", device: str = "auto", checkpoint_every_s: float = 60.0,
                  log_every_s: float = 10.0, snapshot_every: int = 200, max_rollbacks: int = 3,
                  rollback_lr_factor: float = 0.5, safety_margin_s: float = 3.0, export_estimate_s: float = 5.0,
-                 warmup_steps: int = 3, prefetch: int = 2, tensorboard: bool = False):
+                 warmup_steps: int = 3, prefetch: int = 2, tensorboard: bool = False, lr_multipliers: dict = None):
         self.start_time = time.monotonic() if start_time is None else start_time
         self.deadline = None if budget_s is None else self.start_time + float(budget_s)
         self.budget_s = budget_s
@@ -212,15 +239,17 @@ class Trainer:
         self.objective = objective.to(self.device)
         self.objective.setup(dataset)
         self.dataset = dataset
-        params = [p for p in list(self.model.parameters()) + list(self.objective.parameters()) if p.requires_grad]
-        self.optimizer = torch.optim.Adam(params, lr=learning_rate, betas=tuple(adam_betas))
+        self.optimizer = torch.optim.Adam(parameter_groups(self.model, self.objective, learning_rate, lr_multipliers),
+                                          betas=tuple(adam_betas))
         self.base_lr = float(learning_rate)
-        self.scheduler = None
-        if lr_scheduler == "plateau":
-            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(self.optimizer, factor=plateau_factor,
-                                                                        patience=plateau_patience)
-        elif lr_scheduler is not None:
-            raise TrainingError(f"training.lr_scheduler {lr_scheduler!r} is unknown: expected None or 'plateau'")
+        if lr_scheduler == "plateau":  # the β-TCVAE entry's shorthand: ReduceLROnPlateau on the mean loss
+            lr_scheduler = TorchLRSchedule("ReduceLROnPlateau", every=plateau_interval, factor=plateau_factor,
+                                           patience=plateau_patience)
+        elif lr_scheduler is not None and not isinstance(lr_scheduler, TorchLRSchedule):
+            raise TrainingError(f"training.lr_scheduler {lr_scheduler!r} is unknown: expected None, 'plateau' or "
+                                f"@TorchLRSchedule() (any torch.optim.lr_scheduler class)")
+        self.lr_schedule = lr_scheduler
+        self.scheduler = None if lr_scheduler is None else lr_scheduler.attach(self.optimizer)
 
         self.step, self.lr_scale, self.rollbacks, self.train_seconds = 0, 1.0, 0, 0.0
         self.export_seconds = float(export_estimate_s) if export_path else 0.0
@@ -235,7 +264,6 @@ class Trainer:
         self._stop_signal = None
         self._snapshot = None
         self._bar = None
-        self._plateau_sum, self._plateau_count = 0.0, 0
 
     # ----------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -248,7 +276,8 @@ class Trainer:
                 "objective_state": self.objective.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
                 "lr_scale": self.lr_scale, "rollbacks": self.rollbacks, "train_seconds": self.train_seconds,
-                "plateau": [self._plateau_sum, self._plateau_count], "rng": rng}
+                "lr_schedule_pending": [] if self.lr_schedule is None else list(self.lr_schedule.pending),
+                "rng": rng}
 
     def load_state_dict(self, state: dict, restore_rng: bool = True) -> None:
         self.model.load_state_dict(state["model"])
@@ -258,7 +287,8 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.lr_scale = int(state["step"]), float(state["lr_scale"])
         self.rollbacks, self.train_seconds = int(state["rollbacks"]), float(state["train_seconds"])
-        self._plateau_sum, self._plateau_count = state["plateau"]
+        if self.lr_schedule is not None:
+            self.lr_schedule.pending = list(state.get("lr_schedule_pending", []))
         if restore_rng:
             torch.set_rng_state(state["rng"]["torch"])
             self.rng.bit_generator.state = state["rng"]["numpy"]
@@ -536,12 +566,8 @@ class Trainer:
             if kl is not None:                  # summed on the device; read once per log record
                 window_kl = kl.clone() if window_kl is None or window_kl.shape != kl.shape else window_kl.add_(kl)
             window_steps += 1
-            if self.scheduler is not None:
-                self._plateau_sum += loss_value
-                self._plateau_count += 1
-                if self._plateau_count >= self.plateau_interval:
-                    self.scheduler.step(self._plateau_sum / self._plateau_count)
-                    self._plateau_sum, self._plateau_count = 0.0, 0
+            if self.lr_schedule is not None:
+                self.lr_schedule.step(loss_value)
             if self.step % self.snapshot_every == 0:
                 self._take_snapshot()
             self._bar.update(1)

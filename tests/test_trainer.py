@@ -322,3 +322,34 @@ def test_pvae_gates_switch_off_surplus_dimensions(tmp_path):
     gate = model.gate.deterministic()
     assert model.active_dimensions() == 2, gate
     assert torch.all(gate[:2] == 1) and torch.all(gate[2:] == 0), gate
+
+
+def test_lr_multipliers_give_the_gates_their_own_rate(tmp_path):
+    trainer = _trainer(tmp_path, learning_rate=1e-4, lr_multipliers={"gate.log_alpha": 100.0})
+    rates = {id(p): g["lr"] for g in trainer.optimizer.param_groups for p in g["params"]}
+    assert rates[id(trainer.model.gate.log_alpha)] == pytest.approx(1e-2)
+    others = [rates[id(p)] for n, p in trainer.model.named_parameters() if "log_alpha" not in n]
+    assert others and all(r == pytest.approx(1e-4) for r in others)
+    before = trainer.model.gate.log_alpha.detach().clone()
+    trainer.run()
+    moved = (trainer.model.gate.log_alpha.detach() - before).abs().max()
+    assert moved > 20 * 0.3e-4 * 20  # far more than 20 steps at the base rate could move it
+
+
+def test_lr_multipliers_that_match_nothing_are_refused(tmp_path):
+    with pytest.raises(TrainingError, match="match no trainable parameter"):
+        _trainer(tmp_path, lr_multipliers={"gate.log_alfa": 100.0})
+
+
+def test_any_torch_scheduler_through_gin_and_plateau_state_resumes(tmp_path):
+    from submission.schedules import TorchLRSchedule
+    trainer = _trainer(tmp_path / "step", max_steps=6, lr_scheduler=TorchLRSchedule("StepLR", step_size=3, gamma=0.1))
+    trainer.run()
+    assert trainer.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3 * 0.01)
+    with pytest.raises(TrainingError, match="TorchLRSchedule"):
+        _trainer(tmp_path / "bad", lr_scheduler="cosine")
+    plateau = _trainer(tmp_path / "plateau", max_steps=5, lr_scheduler="plateau", plateau_interval=4)
+    plateau.run()
+    assert len(plateau.lr_schedule.pending) == 1  # 5 steps: one average taken, one loss pending
+    resumed = _trainer(tmp_path / "plateau", max_steps=5, lr_scheduler="plateau", plateau_interval=4)
+    assert resumed.resume_if_possible() and resumed.lr_schedule.pending == plateau.lr_schedule.pending
