@@ -211,7 +211,7 @@ def run(job: JobConfig) -> dict:
     if need_pretrain:
         run_dir = os.path.join(job.output_dir, "pretrain")
         _run_stage("pretrain", ["pretrain", *gin, "--output", run_dir, "--budget", f"{pretrain_s:.0f}s",
-                                "--seed", str(job.seed)], (0.0, pretrain_end), env)
+                                "--seed", str(job.seed), "--no_report"], (0.0, pretrain_end), env)
         try:
             _atomic_copy(os.path.join(run_dir, "checkpoint.pt"), job.pretrained_checkpoint)
             print(f"pretrained checkpoint saved to {job.pretrained_checkpoint}", flush=True)

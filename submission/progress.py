@@ -40,6 +40,11 @@ def _mode(stream) -> str:
         return "plain"
 
 
+# Plain mode prints nothing for a step until it has run this long: lines are for long work, not for every loop.
+# KIT_PROGRESS_QUIET_S overrides it (0 prints every line, as the tests of short runs need).
+QUIET_S = float(os.environ.get("KIT_PROGRESS_QUIET_S", "2.0"))
+
+
 class Progress:
     """Counts work done; shows it as a tqdm bar on a TTY and as plain lines elsewhere. Iterable when it wraps one."""
 
@@ -53,6 +58,7 @@ class Progress:
             raise ValueError(f"progress {desc!r}: every={every!r}; expected a fraction in (0, 1]")
         self.iterable, self.total, self.desc, self.unit = iterable, total, desc, unit
         self.every, self.interval_s = float(every), float(interval_s)
+        self.quiet_s = QUIET_S
         self.stream = sys.stderr if stream is None else stream
         self.n = 0
         self.postfix = {}
@@ -90,7 +96,7 @@ class Progress:
         self._closed = True
         if self._bar is not None:
             self._bar.close()
-        elif self.mode == "plain":
+        elif self.mode == "plain" and time.monotonic() - self.start >= self.quiet_s:
             self._print_line(final=True)
 
     # --- plain lines ----------------------------------------------------------------------------------------------
@@ -118,6 +124,8 @@ class Progress:
             pass
 
     def _maybe_print(self) -> None:
+        if time.monotonic() - self.start < self.quiet_s:   # a short step needs no progress lines
+            return
         if self.total:
             fraction = self.n / self.total
             marks = math.floor(fraction / self.every + 1e-9)      # the tolerance absorbs 0.6 / 0.1 = 5.999...

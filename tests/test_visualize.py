@@ -205,7 +205,7 @@ def test_cli_from_checkpoint_and_from_torchscript(tmp_path):
     model = build_model({"kind": "pvae", "architecture": "mlp", "latent_dim": D, "channels": 3})
     save_checkpoint(model, str(job / "train" / "checkpoint.pt"))
     export_representation(model, str(job / "representation" / "pytorch_model.pt"))
-    env = dict(os.environ, OMP_NUM_THREADS="1", KIT_PROGRESS="plain")
+    env = dict(os.environ, OMP_NUM_THREADS="1", KIT_PROGRESS="plain", KIT_PROGRESS_QUIET_S="0")
     run = subprocess.run([sys.executable, "-m", "submission.visualize", "--run", str(job), "--steps", "3"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr

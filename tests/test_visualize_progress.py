@@ -14,6 +14,16 @@ class FakeTTY(io.StringIO):
 @pytest.fixture(autouse=True)
 def no_forced_mode(monkeypatch):
     monkeypatch.delenv("KIT_PROGRESS", raising=False)
+    monkeypatch.setattr("submission.progress.QUIET_S", 0.0)  # these tests count lines of instant loops
+
+
+def test_a_step_shorter_than_the_quiet_time_prints_nothing(monkeypatch):
+    monkeypatch.setattr("submission.progress.QUIET_S", 60.0)
+    stream = io.StringIO()
+    with progress(10, "tiny", stream=stream) as bar:
+        for _ in range(10):
+            bar.update()
+    assert stream.getvalue() == ""
 
 
 def test_plain_lines_every_ten_percent_without_a_tty():
