@@ -11,6 +11,9 @@ Exit status: 0 all metrics scored; 1 some metric failed (the others' results and
 2 bad input (one line on stderr, nothing written).
 """
 import argparse
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow is imported only for gin.tf; its start-up banner is noise
 import sys
 
 from evaluate.errors import EvaluationError

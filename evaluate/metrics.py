@@ -37,6 +37,13 @@ DEFAULT_METRICS = LEADERBOARD + (EXTRA,)
 def import_dlib_metrics():
     """Import dlib's metric modules so that their gin configurables (``@mig``, ``@dci``, ...) exist, and the kit's
     ``@extra_metrics``. Slow: imports TF."""
+    import logging
+
+    class _DropGinRenameNotice(logging.Filter):  # gin 0.4 warns once per dlib configurable that uses `blacklist=`
+        def filter(self, record):
+            return "blacklist is deprecated" not in record.getMessage()
+
+    logging.getLogger().addFilter(_DropGinRenameNotice())
     from disentanglement_lib.evaluation.metrics import (beta_vae, dci, factor_vae, irs, mig,  # noqa: F401
                                                          sap_score, utils)
     from evaluate import extra  # noqa: F401

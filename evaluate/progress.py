@@ -10,4 +10,4 @@ def log(message):
 
 def Progress(desc, total=None, unit="img"):
     """A progress display for one long evaluator step: tqdm on a TTY, plain lines every 10% (or minute) otherwise."""
-    return progress(total, f"[evaluate] {desc}", unit=unit)
+    return progress(total, f"evaluate: {desc}", unit=unit)
