@@ -22,7 +22,6 @@ def _env(tmp_path, **overrides):
     return env
 
 
-@pytest.mark.slow
 def test_run_sh_trains_exports_evaluates_and_prints_the_table(tmp_path):
     result = subprocess.run(["./run.sh"], cwd=ROOT, env=_env(tmp_path, BUDGET="40s"), capture_output=True, text=True,
                             timeout=900)
