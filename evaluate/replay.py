@@ -120,21 +120,6 @@ class RequestRecorder:
         return self._rng.standard_normal((len(keys), self.num_codes)).astype(np.float32)
 
 
-def pin_malloc_mmap_threshold(threshold=16 << 20):
-    """Fix glibc's mmap threshold at ``threshold`` bytes (mallopt M_MMAP_THRESHOLD).
-
-    glibc raises the threshold each time a large block is freed; image batches allocated on one thread and freed on
-    another then pile up in per-thread heaps that never shrink: encoding the ~630,000 images of a full evaluation on
-    two threads grew past 20 GB and was killed. A fixed threshold keeps it flat. 16 MB keeps the 3 MB model batches on
-    the heap (1 MB kept memory flat too but halved encoding speed: every batch paid fresh page faults). No-op off glibc.
-    """
-    try:
-        import ctypes
-        ctypes.CDLL("libc.so.6").mallopt(-3, int(threshold))  # -3 = M_MMAP_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
 def encode_all(keyed, represent, keys, batch_size, threads=None, chunk_batches=16):
     """Codes of the sorted, distinct grid indices ``keys``: float32 (len(keys), D), ``batch_size`` images per call.
 
@@ -144,7 +129,6 @@ def encode_all(keyed, represent, keys, batch_size, threads=None, chunk_batches=1
     """
     import torch
     from concurrent.futures import ThreadPoolExecutor
-    pin_malloc_mmap_threshold()
     threads = max(1, threads or available_cpus())
     chunk = batch_size * chunk_batches
     pending, codes = [], []

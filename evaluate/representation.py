@@ -123,7 +123,9 @@ def representation_function(module, name="representation"):
                                   f"expected ({x.shape[0]}, D) with D >= 1")
         if y.dtype != torch.float32:
             raise EvaluationError(f"{name}: returned dtype {str(y.dtype).replace('torch.', '')}; expected float32")
-        codes = y.detach().cpu().numpy()
+        # An owned copy: a view would keep the torch tensor alive, and thousands of small live tensors scattered over
+        # the heap pin the freed multi-MB batches between them (a full evaluation grew past 20 GB that way).
+        codes = y.detach().cpu().numpy().copy()
         finite = np.isfinite(codes)
         if not finite.all():
             bad = int((~finite.all(axis=1)).sum())

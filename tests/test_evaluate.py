@@ -245,3 +245,16 @@ def test_fast_equals_reference_on_the_procedural_mpi3d(tmp_path):
     fast_results, reference_results = _dlib_results(fast), _dlib_results(reference)
     for metric in metrics:
         assert _equal(fast_results[metric], reference_results[metric]), metric
+
+
+def test_codes_own_their_memory():
+    """A view would keep each output tensor alive; thousands of them fragmented the heap past 20 GB in a full run."""
+    import torch
+    from evaluate.representation import representation_function
+
+    class Halves(torch.nn.Module):
+        def forward(self, x):
+            return x.flatten(1)[:, :4] * 2.0
+
+    codes = representation_function(torch.jit.script(Halves()))(np.random.rand(3, 64, 64, 3).astype(np.float32))
+    assert codes.flags.owndata and codes.shape == (3, 4)
