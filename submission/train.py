@@ -71,7 +71,7 @@ def load_dataset(name: str, fallback: str = None):
         return fallback, get_dataset(fallback)
 
 
-def run(args, pretrain: bool = False) -> dict:
+def run(args, pretrain: bool = False, start_time: float = None) -> dict:
     """Validate everything, then train. Raises ValueError (one line) on bad input before anything is written."""
     from submission.budget import parse_budget
     budget_s = parse_budget(args.budget)
@@ -97,7 +97,7 @@ def run(args, pretrain: bool = False) -> dict:
                                                   "pytorch_model.pt")
     extra = {} if args.max_steps is None else {"max_steps": args.max_steps}
     trainer = Trainer(model, objective, dataset, args.output, seed=args.seed, rng=rng, budget_s=budget_s,
-                      start_time=PROCESS_START, export_path=export_path,
+                      start_time=time.monotonic() if start_time is None else start_time, export_path=export_path,
                       run_info={"dataset": dataset_name, "role": "pretrain" if pretrain else "train",
                                 "init_from": init_from}, **extra)
     if init is not None and not os.path.exists(trainer.checkpoint_path):
@@ -113,7 +113,8 @@ def run(args, pretrain: bool = False) -> dict:
 def main(argv=None, prog: str = "submission.train", pretrain: bool = False) -> int:
     args = build_parser(prog, pretrain).parse_args(argv)
     try:
-        summary = run(args, pretrain=pretrain)
+        # The CLI's budget counts from process start (imports included), as the pipeline's stage budgets assume.
+        summary = run(args, pretrain=pretrain, start_time=PROCESS_START)
     except ValueError as exc:          # DatasetError, TrainingError, budget and gin problems are all ValueErrors
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2

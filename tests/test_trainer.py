@@ -353,3 +353,12 @@ def test_any_torch_scheduler_through_gin_and_plateau_state_resumes(tmp_path):
     assert len(plateau.lr_schedule.pending) == 1  # 5 steps: one average taken, one loss pending
     resumed = _trainer(tmp_path / "plateau", max_steps=5, lr_scheduler="plateau", plateau_interval=4)
     assert resumed.resume_if_possible() and resumed.lr_schedule.pending == plateau.lr_schedule.pending
+
+
+def test_train_api_budget_counts_from_the_call_not_the_import(tmp_path, monkeypatch):
+    from submission import train
+    monkeypatch.setattr(train, "PROCESS_START", train.PROCESS_START - 3600)  # imported an hour ago
+    argv = ["--gin_file", "submission/configs/beta_vae.gin", "--dataset", "mpi3d_sim_toy", "--output",
+            str(tmp_path / "train"), "--budget", "60s", "--max_steps", "2", "--gin_binding", "model.architecture='mlp'",
+            "--gin_binding", "training.batch_size=8", "--no_report"]
+    assert train.run(train.build_parser("submission.train", pretrain=False).parse_args(argv))["step"] == 2
