@@ -44,9 +44,11 @@ def import_dlib_metrics():
             return "blacklist is deprecated" not in record.getMessage()
 
     logging.getLogger().addFilter(_DropGinRenameNotice())
-    from disentanglement_lib.evaluation.metrics import (beta_vae, dci, factor_vae, irs, mig,  # noqa: F401
-                                                         sap_score, utils)
-    from evaluate import extra  # noqa: F401
+    # Registering configurables fails once any gin config in this process was finalised (e.g. by training first).
+    with gin.unlock_config():
+        from disentanglement_lib.evaluation.metrics import (beta_vae, dci, factor_vae, irs, mig,  # noqa: F401
+                                                             sap_score, utils)
+        from evaluate import extra  # noqa: F401
 
 
 @gin.configurable("evaluation")
@@ -68,7 +70,7 @@ def config_files(metric, quick=False, gin_files=()):
 @contextlib.contextmanager
 def metric_config(metric, quick=False, gin_files=(), gin_bindings=()):
     """Parse ``metric``'s gin settings (then --quick, then the user's files and bindings); clear them on exit."""
-    from submission.train import gin_python311_compat  # the kit's one fix for gin 0.4 on Python 3.11
+    from submission.gin_compat import gin_python311_compat  # the kit's one fix for gin 0.4 on Python 3.11
     gin_python311_compat()
     gin.clear_config()
     try:

@@ -32,19 +32,10 @@ def build_parser(prog: str, pretrain: bool) -> argparse.ArgumentParser:
     return parser
 
 
-def gin_python311_compat() -> None:
-    """gin-config 0.4.0 reads ``collections.Mapping``/``collections.Iterable``, which Python 3.10 removed (they live in
-    ``collections.abc``); without these aliases every binding fails at finalisation."""
-    import collections
-    import collections.abc
-    for name in ("Mapping", "Iterable", "Sequence", "MutableMapping", "ValuesView"):
-        if not hasattr(collections, name):
-            setattr(collections, name, getattr(collections.abc, name))
-
-
 def parse_gin(gin_files, bindings) -> None:
     """Register every configurable, then parse the recipe; any problem becomes one line naming the file."""
     import gin
+    from submission.gin_compat import gin_python311_compat
     gin_python311_compat()
     from submission import models, objectives, trainer  # noqa: F401  (registers the configurables)
     gin.clear_config()

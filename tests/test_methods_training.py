@@ -116,7 +116,7 @@ def test_every_zoo_recipe_parses_and_builds():
     from submission.models import make_model
     from submission.objectives import make_objective
     from submission import trainer  # noqa: F401  (registers 'training')
-    from submission.train import gin_python311_compat
+    from submission.gin_compat import gin_python311_compat
     import glob
     gin_python311_compat()
     for path in sorted(glob.glob("submission/configs/*.gin")):
