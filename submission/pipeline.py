@@ -206,11 +206,15 @@ def run(job: JobConfig) -> dict:
           f"output={job.output_dir}", flush=True)
     aicrowd_helpers.execution_start()
     gin = ["--gin_file", job.recipe]
+    # The recipes' schedules run over the whole job: pretraining is their first PRETRAIN_SHARE, fine-tuning the rest
+    # (also when the pretrained checkpoint came from an earlier job: it went through that first part).
+    spans = {"pretrain": ["--gin_binding", f"training.progress_span = (0.0, {PRETRAIN_SHARE})"],
+             "fine-tune": ["--gin_binding", f"training.progress_span = ({PRETRAIN_SHARE}, 1.0)"]}
     train_end = 0.9 if job.evaluate else 1.0
     pretrain_end = train_end * pretrain_s / (pretrain_s + finetune_s)
     if need_pretrain:
         run_dir = os.path.join(job.output_dir, "pretrain")
-        _run_stage("pretrain", ["pretrain", *gin, "--output", run_dir, "--budget", f"{pretrain_s:.0f}s",
+        _run_stage("pretrain", ["pretrain", *gin, *spans["pretrain"], "--output", run_dir, "--budget", f"{pretrain_s:.0f}s",
                                 "--seed", str(job.seed), "--no_report"], (0.0, pretrain_end), env)
         try:
             _atomic_copy(os.path.join(run_dir, "checkpoint.pt"), job.pretrained_checkpoint)
@@ -224,7 +228,7 @@ def run(job: JobConfig) -> dict:
         print(f"using pretrained checkpoint {job.pretrained_checkpoint}", flush=True)
     # Whatever pretraining really took, fine-tuning gets what is left of the training budget.
     finetune_s = max(pretrain_s + finetune_s - (time.monotonic() - start), 30.0)
-    _run_stage("fine-tune", ["submission.train", *gin, "--dataset", job.dataset,
+    _run_stage("fine-tune", ["submission.train", *gin, *spans["fine-tune"], "--dataset", job.dataset,
                              "--output", os.path.join(job.output_dir, "train"),
                              "--budget", f"{finetune_s:.0f}s", "--seed", str(job.seed),
                              "--init_from", job.pretrained_checkpoint, "--export", job.export_path],

@@ -29,7 +29,7 @@ import gin
 import numpy as np
 import torch
 
-from submission.schedules import TorchLRSchedule
+from submission.schedules import Clock, TorchLRSchedule, value_at
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = 1
@@ -171,29 +171,31 @@ class BatchPrefetcher:
         return not self._thread.is_alive()
 
 
-def parameter_groups(model, objective, learning_rate: float, lr_multipliers: dict = None) -> list:
-    """Adam parameter groups: every trainable parameter at ``learning_rate``, except those whose qualified name
-    (``model.gate.log_alpha``, ``objective.…``) contains a key of ``lr_multipliers``, which get lr × that factor.
-    PVAE's gates use this: Adam moves a parameter by about lr per step, so at lr 1e-4 a gate needs >5·10⁴ steps
-    to close; its own rate lets it close within a run while the network keeps the recipe's rate."""
+def parameter_groups(model, objective, lr_multipliers: dict = None) -> list:
+    """Adam parameter groups, as (name, multiplier, parameters): every trainable parameter in group "base" (multiplier
+    1), except those whose qualified name (``model.gate.log_alpha``, ``objective.…``) contains a key of
+    ``lr_multipliers``: they form a group named by that key, at lr × its multiplier (a number or a schedule). PVAE's
+    gates use this: Adam moves a parameter by about lr per step, so at lr 1e-4 a gate needs >5·10⁴ steps to close; its
+    own rate lets it close within a run while the network keeps the recipe's rate, and a schedule holds it at 0 while
+    the dimensions learn."""
     multipliers = dict(lr_multipliers or {})
-    groups, matched = {}, set()
+    groups, matched = {"base": (1.0, [])}, set()
     for prefix, module in (("model", model), ("objective", objective)):
         for name, param in module.named_parameters():
             if not param.requires_grad:
                 continue
             qualified = f"{prefix}.{name}"
-            factor = 1.0
-            for key, value in multipliers.items():
-                if key in qualified:
-                    factor = float(value)
-                    matched.add(key)
-            groups.setdefault(factor, []).append(param)
+            key = next((k for k in multipliers if k in qualified), None)
+            if key is None:
+                groups["base"][1].append(param)
+            else:
+                matched.add(key)
+                groups.setdefault(key, (multipliers[key], []))[1].append(param)
     unmatched = sorted(set(multipliers) - matched)
     if unmatched:
         raise TrainingError(f"training.lr_multipliers names {unmatched}, which match no trainable parameter: "
                             f"expected parts of names such as 'model.gate.log_alpha'")
-    return [{"params": params, "lr": float(learning_rate) * factor} for factor, params in sorted(groups.items())]
+    return [(name, factor, params) for name, (factor, params) in groups.items() if params]
 
 
 @gin.configurable("training", denylist=["model", "objective", "dataset", "output_dir", "seed", "rng", "budget_s",
@@ -213,7 +215,8 @@ class Trainer:
                  channels_last: str = "auto", device: str = "auto", checkpoint_every_s: float = 60.0,
                  log_every_s: float = 10.0, snapshot_every: int = 200, max_rollbacks: int = 3,
                  rollback_lr_factor: float = 0.5, safety_margin_s: float = 3.0, export_estimate_s: float = 5.0,
-                 warmup_steps: int = 3, prefetch: int = 2, tensorboard: bool = False, lr_multipliers: dict = None):
+                 warmup_steps: int = 3, prefetch: int = 2, tensorboard: bool = False, lr_multipliers: dict = None,
+                 lr_factor=1.0, progress_span=(0.0, 1.0)):
         self.start_time = time.monotonic() if start_time is None else start_time
         self.deadline = None if budget_s is None else self.start_time + float(budget_s)
         self.budget_s = budget_s
@@ -239,15 +242,28 @@ class Trainer:
         self.objective = objective.to(self.device)
         self.objective.setup(dataset)
         self.dataset = dataset
-        self.optimizer = torch.optim.Adam(parameter_groups(self.model, self.objective, learning_rate, lr_multipliers),
-                                          betas=tuple(adam_betas))
+        groups = parameter_groups(self.model, self.objective, lr_multipliers)
+        self.group_factors = [factor for _, factor, _ in groups]
+        self.lr_factor = lr_factor
         self.base_lr = float(learning_rate)
+        self.optimizer = torch.optim.Adam(
+            [{"params": params, "name": name, "lr": self.base_lr * value_at(factor, 0) * value_at(lr_factor, 0)}
+             for name, factor, params in groups], betas=tuple(adam_betas))
+        span = tuple(float(v) for v in progress_span)
+        if len(span) != 2 or not 0.0 <= span[0] <= span[1] <= 1.0:
+            raise TrainingError(f"training.progress_span {progress_span!r} is malformed: expected (start, end) with "
+                                f"0 <= start <= end <= 1")
+        self.progress_span, self.progress_reached = span, span[0]
+        self.scheduled_lr = callable(lr_factor) or any(callable(f) for f in self.group_factors)
         if lr_scheduler == "plateau":  # the β-TCVAE entry's shorthand: ReduceLROnPlateau on the mean loss
             lr_scheduler = TorchLRSchedule("ReduceLROnPlateau", every=plateau_interval, factor=plateau_factor,
                                            patience=plateau_patience)
         elif lr_scheduler is not None and not isinstance(lr_scheduler, TorchLRSchedule):
             raise TrainingError(f"training.lr_scheduler {lr_scheduler!r} is unknown: expected None, 'plateau' or "
                                 f"@TorchLRSchedule() (any torch.optim.lr_scheduler class)")
+        if lr_scheduler is not None and self.scheduled_lr:
+            raise TrainingError("training.lr_scheduler and a learning-rate schedule (training.lr_factor or a schedule in "
+                                "training.lr_multipliers) would both set the learning rate: expected one of them")
         self.lr_schedule = lr_scheduler
         self.scheduler = None if lr_scheduler is None else lr_scheduler.attach(self.optimizer)
 
@@ -276,6 +292,7 @@ class Trainer:
                 "objective_state": self.objective.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
                 "lr_scale": self.lr_scale, "rollbacks": self.rollbacks, "train_seconds": self.train_seconds,
+                "progress": self.progress_reached,
                 "lr_schedule_pending": [] if self.lr_schedule is None else list(self.lr_schedule.pending),
                 "rng": rng}
 
@@ -287,6 +304,7 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         self.step, self.lr_scale = int(state["step"]), float(state["lr_scale"])
         self.rollbacks, self.train_seconds = int(state["rollbacks"]), float(state["train_seconds"])
+        self.progress_reached = max(self.progress_reached, float(state.get("progress", 0.0)))
         if self.lr_schedule is not None:
             self.lr_schedule.pending = list(state.get("lr_schedule_pending", []))
         if restore_rng:
@@ -359,6 +377,25 @@ class Trainer:
                 pass
 
     # ----------------------------------------------------------------------------------------------- time
+    def progress(self) -> float:
+        """The run's progress: max(step / max_steps, elapsed / budget), mapped into ``progress_span`` (this stage's
+        share of the whole job), never lower than a value it already reached (a resumed run does not go back)."""
+        raw = self.step / max(self.max_steps, 1)
+        if self.deadline is not None and self.budget_s:
+            raw = max(raw, (time.monotonic() - self.start_time) / float(self.budget_s))
+        start, end = self.progress_span
+        self.progress_reached = max(self.progress_reached, start + (end - start) * min(raw, 1.0))
+        return self.progress_reached
+
+    def clock(self) -> Clock:
+        return Clock(self.step, self.progress())
+
+    def _apply_lr_schedule(self, clock: Clock) -> None:
+        """Scheduled learning rates: each group at base lr × rollback scale × its multiplier × ``lr_factor``."""
+        factor = self.base_lr * self.lr_scale * value_at(self.lr_factor, clock)
+        for group, multiplier in zip(self.optimizer.param_groups, self.group_factors):
+            group["lr"] = factor * value_at(multiplier, clock)
+
     def time_left(self) -> float:
         return math.inf if self.deadline is None else self.deadline - time.monotonic()
 
@@ -426,8 +463,11 @@ class Trainer:
 
     def _train_step(self):
         x, factors = self._next_batch()
+        clock = self.clock()
+        if self.scheduled_lr:
+            self._apply_lr_schedule(clock)
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            terms = self.objective(self.model, x, factors, self.step)
+            terms = self.objective(self.model, x, factors, clock)
         loss = sum(terms.values())
         if not torch.isfinite(loss):
             return None, terms
@@ -597,7 +637,8 @@ class Trainer:
         """One log.jsonl record: the window's mean loss terms, learning rate, KL per dimension, the diagnostics."""
         record = {"step": self.step, "elapsed_s": round(now - self.start_time, 2),
                   "it_per_s": round(window_steps / max(now - window_start, 1e-9), 3),
-                  "lr": self.optimizer.param_groups[0]["lr"],
+                  "lr": self.optimizer.param_groups[0]["lr"], "progress": round(self.progress_reached, 5),
+                  **{f"lr/{g.get('name', i)}": g["lr"] for i, g in enumerate(self.optimizer.param_groups) if i},
                   **{k: v / window_steps for k, v in window.items()}}
         if window_kl is not None:
             kl = (window_kl / window_steps).tolist()

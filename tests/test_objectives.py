@@ -4,10 +4,12 @@ import math
 import pytest
 import torch
 
+from submission.schedules import Clock, Linear
+
 from submission.models import make_model
 from submission.objectives import bernoulli_reconstruction, build_objective, gaussian_kl_per_dim
-from submission.objectives.betatcvae import stratified_log_weights, total_correlation
-from submission.objectives.pvae import batch_covariance, dip_penalty
+from submission.objectives.total_correlation import stratified_log_weights, total_correlation
+from submission.objectives.dip import batch_covariance, dip_penalty
 
 
 def test_bernoulli_reconstruction_brute_force():
@@ -121,7 +123,7 @@ def test_capacity_term_is_weighted_distance_to_the_ramp():
     torch.manual_seed(5)
     model = make_model(kind="vae", architecture="mlp", latent_dim=3).eval()   # eval: z = mu, no sampling
     objective = build_objective("beta_vae")
-    objective.capacity_max, objective.capacity_steps, objective.capacity_weight = 25.0, 100, 3.0
+    objective.capacity, objective.capacity_weight = Linear(0.0, 25.0, 100), 3.0
     x = torch.rand(4, 3, 64, 64)
     terms = objective(model, x, None, 40)
     post = model.encode(x)
@@ -143,11 +145,34 @@ def test_betatcvae_adds_beta_minus_one_tc():
     torch.manual_seed(7)
     out = model(x)
     tc = total_correlation(out["z"], out["mu"], out["logvar"], 20, "mss")
-    assert terms["tc"].item() == pytest.approx((objective.beta - 1) * tc.item(), rel=1e-5, abs=1e-6)
+    assert terms["tc"].item() == pytest.approx((objective.beta_tc - 1) * tc.item(), rel=1e-5, abs=1e-6)
 
 
 def test_stratified_estimator_refuses_a_dataset_smaller_than_the_batch():
-    from submission.objectives.betatcvae import stratified_log_weights
     with pytest.raises(ValueError, match="N >= batch size - 1"):
         stratified_log_weights(64, 10)
     assert torch.isfinite(stratified_log_weights(8, 7)).sum() == 8 * 8 - 8  # N = B-1: the 8 stratified weights are 0
+
+
+def test_capacity_by_progress_follows_the_run_not_the_step():
+    torch.manual_seed(5)
+    model = make_model(kind="vae", architecture="mlp", latent_dim=3).eval()
+    objective = build_objective("betatcvae")
+    objective.setup(type("Data", (), {"factors_num_values": [4, 5]})())
+    objective.capacity = Linear(0.0, 25.0, 1.0, unit="progress")
+    x = torch.rand(4, 3, 64, 64)
+    objective(model, x, None, Clock(step=10, progress=0.4))
+    assert objective.diagnostics()["capacity"] == pytest.approx(10.0)
+    objective(model, x, None, Clock(step=10 ** 6, progress=0.4))     # same progress, any step: same capacity
+    assert objective.diagnostics()["capacity"] == pytest.approx(10.0)
+
+
+def test_pvae_l0_weight_takes_a_schedule():
+    torch.manual_seed(3)
+    model = make_model(kind="pvae", architecture="mlp", latent_dim=4)
+    objective = build_objective("pvae")
+    objective.tau = Linear(0.0, 0.1, 0.2, delay=0.3, unit="progress")
+    x = torch.rand(8, 3, 64, 64)
+    assert objective(model, x, None, Clock(0, 0.25))["l0"].item() == 0.0
+    open_sum = model.gate.open_probability().sum().item()
+    assert objective(model, x, None, Clock(0, 0.4))["l0"].item() == pytest.approx(0.05 * open_sum, rel=1e-5)

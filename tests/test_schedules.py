@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from submission.schedules import Constant, Cyclical, Exponential, Linear, TorchLRSchedule, value_at
+from submission.schedules import Clock, Constant, Cosine, Cyclical, Exponential, Linear, TorchLRSchedule, value_at
 
 
 def test_linear_with_delay():
@@ -47,3 +47,23 @@ def test_plateau_schedule_averages_every_n_losses():
 def test_unknown_scheduler_is_one_line():
     with pytest.raises(ValueError, match="not in torch.optim.lr_scheduler"):
         TorchLRSchedule("NoSuchLR")
+
+
+def test_a_schedule_counts_in_its_own_unit():
+    by_steps, by_progress = Linear(0.0, 10.0, 100), Linear(0.0, 10.0, 0.5, delay=0.25, unit="progress")
+    clock = Clock(step=50, progress=0.5)
+    assert value_at(by_steps, clock) == 5.0 and value_at(by_progress, clock) == 5.0
+    assert value_at(by_progress, Clock(step=10 ** 6, progress=0.1)) == 0.0   # the step does not matter
+    assert value_at(by_steps, 30) == 3.0                                        # a bare step is a clock at that step
+
+
+def test_cosine_goes_from_start_to_end_along_half_a_cosine():
+    s = Cosine(1.0, 0.1, steps=0.8, delay=0.1)
+    assert [s(0.0), s(0.1), s(0.5), s(0.9), s(1.0)] == pytest.approx([1.0, 1.0, 0.55, 0.1, 0.1])
+
+
+@pytest.mark.parametrize("make", [lambda: Linear(unit="epochs"), lambda: Cosine(steps=0),
+                                  lambda: Cyclical(unit="seconds")])
+def test_bad_units_and_lengths_fail_early(make):
+    with pytest.raises(ValueError):
+        make()

@@ -279,6 +279,7 @@ class Mpi3dSim(FactorGridDataset):
     """Procedural MPI3D (``toy`` or ``realistic``), grid ``[6, 6, 2, 3, 3, 40, 40]``, 64x64x3 uint8; no file needed."""
 
     factor_sizes = MPI3D_FACTOR_SIZES
+    factor_names = MPI3D_FACTOR_NAMES
     _observation_shape = (64, 64, 3)
 
     def __init__(self, style="toy"):

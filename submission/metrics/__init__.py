@@ -5,6 +5,7 @@
     gaussian_total_correlation(codes)                                -> {"gaussian_tc"}
     sampled_total_correlation(mu, logvar, rng)                       -> {"sampled_tc"}
     reconstruction_error(observations, reconstruct_logits)           -> {"reconstruction_nll", "reconstruction_mse"}
+    factor_capture(codes, factors, factor_names)                     -> {"capture_nmi", "captured", "captured_factors"}
 
 ``compute_extra_metrics`` runs them all on one sample of a ground-truth dataset; the evaluator and the trainer's log
 both call it (the evaluator with the exported representation only, the trainer with the model itself).
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from .active_dims import active_dimensions
+from .captured import capture_of_representation, factor_capture
 from .mic import mutual_information_concentration
 from .reconstruction import reconstruction_error
 from .total_correlation import gaussian_total_correlation, sampled_total_correlation
@@ -66,5 +68,5 @@ def model_metrics(model, observations, rng, batch_size: int = 64) -> dict:
         model.train(was_training)
 
 
-__all__ = ["active_dimensions", "compute_extra_metrics", "gaussian_total_correlation", "model_metrics",
+__all__ = ["active_dimensions", "capture_of_representation", "compute_extra_metrics", "factor_capture", "gaussian_total_correlation", "model_metrics",
            "mutual_information_concentration", "reconstruction_error", "sampled_total_correlation"]

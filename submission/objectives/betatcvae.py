@@ -1,91 +1,31 @@
-"""beta-TCVAE (Chen et al. 2018, "Isolating sources of disentanglement in VAEs"): the KL plus (beta - 1) * TC,
-with TC = E_q[log q(z) - sum_d log q(z_d)] estimated on the minibatch, either minibatch-weighted (MWS, eq. S6) or
-minibatch-stratified (MSS, appendix C.2). Optional controlled capacity on the KL: gamma |KL - C| (Burgess et al. 2018).
+"""beta-TCVAE (Chen et al. 2018, "Isolating sources of disentanglement in VAEs"): the ELBO plus (beta - 1) * TC, with TC
+estimated on the minibatch (``total_correlation.py``). Optional controlled capacity on the KL: gamma |KL - C|
+(Burgess et al. 2018), C a schedule (by steps or by the run's progress, ``submission.schedules``).
+
+It is a ``Composite`` with one ``TotalCorrelationRegularizer``: the same objective as writing that composite by hand.
 """
-import math
-
 import gin
-import torch
 
-from .base import Objective, bernoulli_reconstruction, gaussian_kl_per_dim, register_objective
-from .beta_vae import kl_term
-
-LOG_2PI = math.log(2.0 * math.pi)
-
-
-def gaussian_log_density_matrix(z, mu, logvar):
-    """log q(z_i,d | x_j) for every pair of batch items: (B, B, D), row i = sample, column j = posterior."""
-    z, mu, logvar = z.float()[:, None, :], mu.float()[None, :, :], logvar.float()[None, :, :]
-    return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) * torch.exp(-logvar))
-
-
-def stratified_log_weights(batch_size: int, dataset_size: int, device=None):
-    """log W of the minibatch-stratified sampler (Chen et al. appendix C.2, as written in shared/NOTES.md):
-    1/(B-1) everywhere, 1/N on the diagonal, (N-B+1)/(N(B-1)) on W[i, i+1] and on W[B-2, 0]."""
-    b, n = batch_size, dataset_size
-    m = b - 1
-    if n < m:  # the stratified weight (N-B+1)/(N(B-1)) would be negative: there is no such sampler
-        raise ValueError(f"the minibatch-stratified TC estimator needs dataset size N >= batch size - 1, "
-                         f"got N={n} and batch size {b}: use estimator='mws' or a smaller batch")
-    w = torch.full((b, b), 1.0 / m, dtype=torch.float64)
-    w.fill_diagonal_(1.0 / n)
-    strat = (n - m) / (n * m)
-    idx = torch.arange(b - 1)
-    w[idx, idx + 1] = strat
-    w[b - 2, 0] = strat
-    return torch.log(w).float().to(device)
-
-
-def log_q_marginals(log_qz_matrix, dataset_size: int, estimator: str):
-    """(log q(z_i), sum_d log q(z_i,d)) for each sample i, from the (B, B, D) matrix, with logsumexp throughout."""
-    b = log_qz_matrix.shape[0]
-    if estimator == "mws":
-        log_norm = math.log(dataset_size * b)
-        log_qz = torch.logsumexp(log_qz_matrix.sum(2), dim=1) - log_norm
-        log_prod = (torch.logsumexp(log_qz_matrix, dim=1) - log_norm).sum(1)
-    elif estimator == "mss":
-        log_w = stratified_log_weights(b, dataset_size, log_qz_matrix.device)
-        log_qz = torch.logsumexp(log_w + log_qz_matrix.sum(2), dim=1)
-        log_prod = torch.logsumexp(log_w[:, :, None] + log_qz_matrix, dim=1).sum(1)
-    else:
-        raise ValueError(f"total-correlation estimator {estimator!r} is unknown: expected 'mws' or 'mss'")
-    return log_qz, log_prod
-
-
-def total_correlation(z, mu, logvar, dataset_size: int, estimator: str = "mss"):
-    """TC estimate, averaged over the batch."""
-    log_qz, log_prod = log_q_marginals(gaussian_log_density_matrix(z, mu, logvar), dataset_size, estimator)
-    return (log_qz - log_prod).mean()
+from .base import register_objective
+from .composite import Composite, TotalCorrelationRegularizer
 
 
 @register_objective("betatcvae")
 @gin.configurable
-class BetaTCVAE(Objective):
+class BetaTCVAE(Composite):
     name = "betatcvae"
 
-    def __init__(self, beta: float = 2.0, estimator: str = "mss", dataset_size: int = None,
-                 capacity_max: float = None, capacity_steps: int = 90000, capacity_weight: float = 1.0):
-        super().__init__()
-        if estimator not in ("mws", "mss"):
-            raise ValueError(f"BetaTCVAE.estimator {estimator!r} is unknown: expected 'mws' or 'mss'")
-        self.beta, self.estimator, self.dataset_size = float(beta), estimator, dataset_size
-        self.capacity_max, self.capacity_steps = capacity_max, int(capacity_steps)
-        self.capacity_weight = float(capacity_weight)
+    def __init__(self, beta=2.0, estimator: str = "mss", dataset_size: int = None, capacity=None,
+                 capacity_weight: float = 1.0):
+        super().__init__(regularizers=[TotalCorrelationRegularizer(weight=float(beta) - 1.0, estimator=estimator,
+                                                                   dataset_size=dataset_size)],
+                         beta=1.0, capacity=capacity, capacity_weight=capacity_weight)
+        self.beta_tc = float(beta)
 
-    def setup(self, dataset) -> None:
-        """N, the dataset size, is the number of distinct factor combinations unless the recipe fixed it."""
-        if self.dataset_size is None:
-            self.dataset_size = int(math.prod(int(v) for v in dataset.factors_num_values))
+    @property
+    def tc(self) -> TotalCorrelationRegularizer:
+        return self.regularizers[0]
 
-    def forward(self, model, x, factors, step):
-        if self.dataset_size is None:
-            raise ValueError("BetaTCVAE.dataset_size is unset: call setup(dataset) or bind it in the gin recipe")
-        out = model(x)
-        kl = gaussian_kl_per_dim(out["mu"], out["logvar"]).sum()
-        kl_loss, capacity = kl_term(kl, step, 1.0, self.capacity_max, self.capacity_steps, self.capacity_weight)
-        tc = total_correlation(out["z"], out["mu"], out["logvar"], self.dataset_size, self.estimator)
-        self.record(kl=kl.detach(), tc=tc.detach())
-        if capacity is not None:
-            self.record(capacity=capacity)
-        return {"reconstruction": bernoulli_reconstruction(out["logits"], x), "kl": kl_loss,
-                "tc": (self.beta - 1.0) * tc}
+    @property
+    def dataset_size(self):
+        return self.tc.dataset_size

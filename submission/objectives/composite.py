@@ -24,7 +24,7 @@ from torch import nn
 from submission.schedules import value_at
 
 from .base import Objective, bernoulli_reconstruction, gaussian_kl_per_dim, register_objective
-from .betatcvae import total_correlation
+from .total_correlation import total_correlation
 
 
 class Regularizer(nn.Module):
@@ -130,9 +130,11 @@ class TotalCorrelationRegularizer(Regularizer):
 
     name = "tc"
 
-    def __init__(self, weight: float = 1.0, estimator: str = "mss", dataset_size: int = None):
+    def __init__(self, weight=1.0, estimator: str = "mss", dataset_size: int = None):
         super().__init__()
-        self.weight, self.estimator, self.dataset_size = float(weight), estimator, dataset_size
+        if estimator not in ("mws", "mss"):
+            raise ValueError(f"total-correlation estimator {estimator!r} is unknown: expected 'mws' or 'mss'")
+        self.weight, self.estimator, self.dataset_size = weight, estimator, dataset_size
 
     def setup(self, dataset) -> None:
         if self.dataset_size is None:
@@ -143,4 +145,4 @@ class TotalCorrelationRegularizer(Regularizer):
             raise ValueError("TotalCorrelationRegularizer.dataset_size is unset: call setup(dataset) or bind it in gin")
         tc = total_correlation(out["z"], out["mu"], out["logvar"], self.dataset_size, self.estimator)
         self.record(tc=tc.detach())
-        return {"tc": self.weight * tc}
+        return {"tc": value_at(self.weight, step) * tc}

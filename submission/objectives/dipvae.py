@@ -11,7 +11,7 @@ import torch
 
 from .base import register_objective
 from .composite import Composite, Regularizer
-from .pvae import batch_covariance, dip_penalty
+from .dip import batch_covariance, dip_penalty
 
 DIAGONAL_FACTOR = {"i": 10.0, "ii": 1.0}
 

@@ -10,7 +10,7 @@ import torch
 from submission.schedules import Linear, value_at
 
 from .base import Objective, bernoulli_reconstruction, gaussian_kl_per_dim, register_objective
-from .pvae import batch_covariance, dip_penalty
+from .dip import batch_covariance, dip_penalty
 
 
 def categorical_kl_to_uniform(alpha):

@@ -34,23 +34,11 @@ the test-time gate hard-tanh(sigma(log alpha)(zeta - gamma) + gamma) to shut. At
 (measured ~0.3 lr per step), so short runs show ``expected_open`` falling well before ``active_dims`` drops.
 """
 import gin
-import torch
+
+from submission.schedules import value_at
 
 from .base import Objective, bernoulli_reconstruction, gaussian_kl_per_dim, register_objective
-
-
-def batch_covariance(v):
-    """Cov over the batch of (N, D) rows -> (D, D), with the 1/N (maximum-likelihood) normaliser."""
-    centred = v - v.mean(0, keepdim=True)
-    return centred.T @ centred / v.shape[0]
-
-
-def dip_penalty(cov, lambda_od: float, lambda_d: float, diagonal_target=1.0):
-    """lambda_od * sum of squared off-diagonal entries + lambda_d * sum (diagonal - target)^2 (DIP-VAE, eq. 6;
-    the target is 1 in DIP-VAE, and may be a per-dimension tensor)."""
-    diagonal = torch.diagonal(cov)
-    off_diagonal = cov - torch.diag_embed(diagonal)
-    return lambda_od * off_diagonal.pow(2).sum() + lambda_d * (diagonal - diagonal_target).pow(2).sum()
+from .dip import batch_covariance, dip_penalty
 
 
 @register_objective("pvae")
@@ -61,11 +49,11 @@ class PVAEObjective(Objective):
 
     name = "pvae"
 
-    def __init__(self, lambda_od: float = 20.0, lambda_d: float = 2.0, tau: float = 0.1, diagonal_target: str = "mask"):
+    def __init__(self, lambda_od=20.0, lambda_d=2.0, tau=0.1, diagonal_target: str = "mask"):
         super().__init__()
         if diagonal_target not in ("mask", "one"):
             raise ValueError(f"PVAEObjective.diagonal_target {diagonal_target!r} is unknown: expected 'mask' or 'one'")
-        self.lambda_od, self.lambda_d, self.tau = float(lambda_od), float(lambda_d), float(tau)
+        self.lambda_od, self.lambda_d, self.tau = lambda_od, lambda_d, tau     # numbers or schedules
         self.diagonal_target = diagonal_target
 
     def forward(self, model, x, factors, step):
@@ -78,8 +66,10 @@ class PVAEObjective(Objective):
         # "mask": the gated unit-variance target E[m_i] (not detached: its gradient is what shuts an unused gate).
         target = mask.mean(0) if self.diagonal_target == "mask" else 1.0
         open_probability = model.gate.open_probability()
+        tau = value_at(self.tau, step)
         self.record(kl=kl.detach(), active_dims=model.active_dimensions(),
                     expected_open=open_probability.detach().sum(),
-                    unmasked_kl=gaussian_kl_per_dim(mu, logvar).detach().sum())
-        return {"reconstruction": bernoulli_reconstruction(out["logits"], x), "kl": kl,
-                "dip": dip_penalty(cov, self.lambda_od, self.lambda_d, target), "l0": self.tau * open_probability.sum()}
+                    unmasked_kl=gaussian_kl_per_dim(mu, logvar).detach().sum(), tau=tau)
+        dip = dip_penalty(cov, value_at(self.lambda_od, step), value_at(self.lambda_d, step), target)
+        return {"reconstruction": bernoulli_reconstruction(out["logits"], x), "kl": kl, "dip": dip,
+                "l0": tau * open_probability.sum()}

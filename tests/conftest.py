@@ -1,0 +1,10 @@
+"""Shared test set-up: every test starts from an empty gin config, so no test sees bindings that another one parsed."""
+import gin
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def _empty_gin_config():
+    with gin.unlock_config():
+        gin.clear_config()
+    yield
