@@ -22,7 +22,8 @@ import torch  # noqa: E402
 from submission.data import get_dataset  # noqa: E402
 from submission.models import make_model  # noqa: E402
 from submission.objectives import build_objective  # noqa: E402
-from submission.trainer import Trainer, seed_everything  # noqa: E402
+from submission.hardware import cpu_summary, seed_everything  # noqa: E402
+from submission.trainer import Trainer  # noqa: E402
 
 CASES = [("higgins", "pvae", "pvae"), ("higgins", "vae", "beta_vae"), ("tcvae_entry", "vae", "betatcvae")]
 
@@ -36,29 +37,28 @@ def rate(step_fn, steps):
 
 def measure(trainer, steps, repeats):
     """Median it/s of (bare, inline, prefetch), the three interleaved repeat by repeat after a warm-up of each."""
-    fixed = trainer._next_batch()
-    sample = trainer._next_batch
+    fixed = trainer.next_batch()
+    steps_of = {"bare": lambda: trainer.step(fixed), "inline": trainer.step, "prefetch": trainer.step}
 
     def mode(name):
-        trainer.stop_prefetch()
-        trainer._next_batch = (lambda: fixed) if name == "bare" else sample
+        trainer.batches.stop()
         if name == "prefetch":
-            trainer.start_prefetch()
+            trainer.batches.start()
 
     rates = {"bare": [], "inline": [], "prefetch": []}
     try:
         for name in rates:
             mode(name)
             for _ in range(5):
-                trainer._train_step()
+                steps_of[name]()
         for _ in range(repeats):
             for name in rates:
                 mode(name)
                 if name == "prefetch":
-                    trainer._train_step()          # let the thread fill its queue once, as in a long run
-                rates[name].append(rate(trainer._train_step, steps))
+                    trainer.step()          # let the thread fill its queue once, as in a long run
+                rates[name].append(rate(steps_of[name], steps))
     finally:
-        trainer.stop_prefetch()
+        trainer.batches.stop()
     return [statistics.median(rates[name]) for name in rates]
 
 
@@ -72,7 +72,7 @@ def main():
     args = parser.parse_args()
     cases = [c for c in CASES if args.cases is None or f"{c[0]}/{c[2]}" in args.cases]
     dataset = get_dataset(args.dataset)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, dataset {args.dataset}, batch 64, "
+    print(f"CPU: {cpu_summary()}; torch {torch.__version__}, {torch.get_num_threads()} threads, dataset {args.dataset}, batch 64, "
           f"{args.steps} steps x {args.repeats} repeats (medians)")
     print(f"{'architecture':12s} {'objective':10s} {'precision':9s} {'bare it/s':>9s} {'inline':>9s} {'prefetch':>9s} "
           f"{'pf img/s':>9s} {'inl/bare':>8s} {'pf/bare':>8s}")

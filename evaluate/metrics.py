@@ -12,6 +12,7 @@ import tempfile
 import gin
 
 from evaluate.errors import EvaluationError
+from submission.artifacts import LEADERBOARD_KEYS, atomic_replace_dir
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 QUICK_CONFIG = os.path.join(CONFIG_DIR, "quick.gin")
@@ -25,7 +26,7 @@ SCORE_KEYS = {
     "irs": "IRS",
     "beta_vae_sklearn": "eval_accuracy",
 }
-LEADERBOARD = ("factor_vae_metric", "dci", "sap_score", "mig", "irs")
+LEADERBOARD = LEADERBOARD_KEYS
 METRIC_NAMES = tuple(SCORE_KEYS)  # dlib's metrics
 # Not on the leaderboard: MIC, active dims, total correlation, reconstruction error (evaluate/extra.py). Never in
 # scores.json; on by default because it costs seconds (its ~10,000 images join the fast path's bulk pass).
@@ -116,14 +117,7 @@ def write_metric_results(output_dir, metric, results_dict):
     staging = tempfile.mkdtemp(prefix=f".{metric}.", dir=parent)
     try:
         results.update_result_directory(os.path.join(staging, "results"), "evaluation", dict(results_dict))
-        final = metric_dir(output_dir, metric)
-        if os.path.exists(final):
-            old = tempfile.mkdtemp(prefix=f".{metric}.old.", dir=parent)
-            os.replace(final, os.path.join(old, metric))
-            os.replace(staging, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, final)
+        atomic_replace_dir(staging, metric_dir(output_dir, metric))
     finally:
         if os.path.exists(staging):
             shutil.rmtree(staging, ignore_errors=True)

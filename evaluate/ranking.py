@@ -3,32 +3,23 @@
 The challenge's aggregate formula was never published: it was described only as "a mixture of several metrics", computed
 on hidden datasets. The mean rank here is a local summary for choosing between runs, not the leaderboard's score.
 """
-import json
-import os
-
 import numpy as np
 from scipy.stats import rankdata
 
 from evaluate.errors import EvaluationError
 from evaluate.metrics import LEADERBOARD
+from submission.artifacts import LABELS, ArtifactError
+from submission.artifacts import read_scores as read_scores_file
 
 AGGREGATE_NOTE = ("The official aggregate formula was never published (only 'a mixture of several metrics' on hidden "
                   "datasets); the mean rank is a local summary, not the leaderboard's score.")
-LABELS = {"factor_vae_metric": "FactorVAE", "dci": "DCI", "sap_score": "SAP", "mig": "MIG", "irs": "IRS"}
 
 
 def read_scores(run_dir):
-    path = os.path.join(run_dir, "scores.json")
     try:
-        with open(path) as f:
-            scores = json.load(f)
-    except FileNotFoundError:
-        raise EvaluationError(f"{path}: no such file; expected an output directory of `python -m evaluate`") from None
-    except (OSError, ValueError) as exc:
-        raise EvaluationError(f"{path}: unreadable ({exc}); expected the JSON that `python -m evaluate` writes") from None
-    if not isinstance(scores, dict):
-        raise EvaluationError(f"{path}: holds {type(scores).__name__}; expected a JSON object of metric -> score")
-    return {m: (float(scores[m]) if isinstance(scores.get(m), (int, float)) else None) for m in LEADERBOARD}
+        return read_scores_file(run_dir)
+    except ArtifactError as exc:
+        raise EvaluationError(str(exc)) from None
 
 
 def rank_runs(scores_by_run):

@@ -6,7 +6,6 @@ the reference paths call the model only through :func:`representation_function`,
 (same values, same strides) and differ only in how many images go into one call.
 """
 import os
-import zipfile
 
 import numpy as np
 import torch
@@ -25,81 +24,23 @@ def _first_line(exc):
     return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
-class _CheckpointRepresentation(torch.nn.Module):
-    """A kit model rebuilt from its checkpoint, exposing ``model.representation`` as ``forward`` (what export scripts)."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model.representation(x)
-
-
-def _archive_kind(path):
-    """'torchscript', 'checkpoint' or None, from the zip archive's member names (both formats are zip files)."""
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except (zipfile.BadZipFile, OSError):
-        return None
-    if any("/code/" in n or n.endswith("/constants.pkl") for n in names):
-        return "torchscript"
-    if any(n.endswith("/data.pkl") for n in names):
-        return "checkpoint"
-    return None
-
-
-def _load_checkpoint(path):
-    try:
-        from submission.models import build_model
-    except ImportError as exc:
-        raise EvaluationError(f"{path}: a kit checkpoint, but submission.models.build_model is unavailable "
-                              f"({_first_line(exc)}); pass the exported TorchScript file instead") from None
-    try:
-        # The kit's own checkpoint also holds optimiser and RNG state (plain Python objects), hence weights_only=False.
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise EvaluationError(f"{path}: cannot read the checkpoint ({_first_line(exc)})") from None
-    if not isinstance(checkpoint, dict) or "model_config" not in checkpoint or "model" not in checkpoint:
-        found = sorted(checkpoint)[:8] if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise EvaluationError(f"{path}: checkpoint holds {found}; expected the trainer's keys 'model_config' and 'model'")
-    try:
-        model = build_model(checkpoint["model_config"])
-        model.load_state_dict(checkpoint["model"])
-    except Exception as exc:
-        raise EvaluationError(f"{path}: cannot rebuild the model from its model_config ({_first_line(exc)})") from None
-    return _CheckpointRepresentation(model)
-
-
 def kit_model(module):
     """The kit model behind ``module`` when it was rebuilt from a checkpoint (it has a decoder), else None (TorchScript:
     the encoder's means only)."""
-    return module.model if isinstance(module, _CheckpointRepresentation) else None
+    from submission.artifacts import RepresentationModule
+    return module.model if isinstance(module, RepresentationModule) else None
 
 
 def load_representation(path):
     """The module to evaluate, in eval mode: a TorchScript file, or a kit checkpoint (a file, or a directory holding
-    ``checkpoint.pt``) rebuilt with ``submission.models.build_model``."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        if not os.path.isfile(os.path.join(path, "checkpoint.pt")):
-            raise EvaluationError(f"{path}: a directory without checkpoint.pt; expected a TorchScript file "
-                                  "(representation/pytorch_model.pt) or a training directory holding checkpoint.pt")
-        path = os.path.join(path, "checkpoint.pt")
-    if not os.path.isfile(path):
-        raise EvaluationError(f"{path}: no such file; expected a TorchScript file (representation/pytorch_model.pt) "
-                              "or a kit checkpoint")
-    kind = _archive_kind(path)
-    if kind == "checkpoint":
-        module = _load_checkpoint(path)
-    else:
-        try:
-            module = torch.jit.load(path, map_location="cpu")
-        except Exception as exc:
-            raise EvaluationError(f"{path}: torch.jit.load cannot read it ({_first_line(exc)}); expected a TorchScript "
-                                  "module saved with torch.jit.save") from None
-    return module.eval()
+    ``checkpoint.pt``) rebuilt from its model_config, through the kit's one loader (``weights_only=True``: a file whose
+    pickle would run code is refused, not run)."""
+    from submission.artifacts import ArtifactError, RepresentationModule, load_model_file
+    try:
+        module, kind, _ = load_model_file(os.fspath(path))
+    except ArtifactError as exc:
+        raise EvaluationError(str(exc)) from None
+    return (RepresentationModule(module) if kind == "checkpoint" else module).eval()
 
 
 def representation_function(module, name="representation"):

@@ -11,9 +11,7 @@ Either way, each metric's results dict is dlib's own, saved with dlib's own writ
 ``<output>/metrics/<metric>/results/``; the five leaderboard numbers go to ``<output>/scores.json``.
 """
 import functools
-import json
 import os
-import tempfile
 import time
 
 import numpy as np
@@ -22,6 +20,7 @@ import torch
 from evaluate import extra
 from evaluate import metrics as metric_registry
 from evaluate.errors import EvaluationError
+from submission.artifacts import atomic_write_json, write_scores
 from evaluate.metrics import (DEFAULT_METRICS, EXTRA, LEADERBOARD, SCORE_KEYS, SELECTABLE, evaluation_settings,
                               metric_config)
 from evaluate.progress import Progress, log
@@ -29,22 +28,6 @@ from evaluate.representation import check_representation, kit_model, load_repres
 
 PROCEDURAL_HINT = ("download the file into $DISENTANGLEMENT_LIB_DATA (see README.md), or evaluate on a procedural "
                    "stand-in that needs no file: mpi3d_sim_toy or mpi3d_sim_realistic")
-
-
-def write_json(path, payload):
-    """Write JSON through a temporary file and a rename: a reader never sees half a file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def open_dataset(dataset, data_dir=None):
@@ -271,8 +254,8 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
             "images": images, "total_s": round(time.monotonic() - total_start, 2)}
     if EXTRA in metrics:
         info["extra"] = _extra_info(state)
-    write_json(os.path.join(output_dir, "scores.json"), scores)
-    write_json(os.path.join(output_dir, "evaluation_run.json"), info)
+    write_scores(scores, os.path.join(output_dir, "scores.json"))
+    atomic_write_json(info, os.path.join(output_dir, "evaluation_run.json"))
     return {"scores": scores, "results": state.results, "errors": state.errors, "info": info}
 
 

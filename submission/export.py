@@ -4,25 +4,15 @@ The module maps float32 (N, 3, 64, 64) in [0, 1] to float32 (N, D): the model's 
 It is traced from an fp32 CPU copy in eval mode, so a model trained on a GPU or in bf16 loads and runs on a CPU.
 """
 import copy
-import os
 
 import torch
 from torch import nn
 
+from submission.artifacts import RepresentationModule, atomic_write
+
 
 class ExportError(RuntimeError):
     """The exported module does not reproduce the in-memory model."""
-
-
-class RepresentationModule(nn.Module):
-    """What the evaluator runs: images in, deterministic means (PVAE: gated means) out, both float32."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        return self.model.representation(x.float()).float()
 
 
 def _probe_batches(channels: int):
@@ -38,23 +28,16 @@ def cpu_fp32_copy(model) -> nn.Module:
 def export_representation(model, path: str, atol: float = 1e-4, rtol: float = 1e-4) -> str:
     """Trace, save to a temporary file, reload it and compare its outputs with the model's, then rename into place.
 
-    Raises ExportError (and leaves any previous export in place) when the reloaded module disagrees."""
+    Raises ExportError (and leaves any previous export in place) when the reloaded module disagrees; the file is written
+    with ``artifacts.atomic_write``, so a kill or a full disk leaves the previous export whole."""
     reference = cpu_fp32_copy(model)
     module = RepresentationModule(reference).eval()
     channels = getattr(reference, "channels", 3)
     probes = _probe_batches(channels)
     with torch.no_grad():
         traced = torch.jit.trace(module, probes[0], check_trace=False)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        torch.jit.save(traced, tmp)
-        verify_export(tmp, model, probes, atol, rtol)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return atomic_write(path, lambda f: torch.jit.save(traced, f),
+                        check=lambda tmp: verify_export(tmp, model, probes, atol, rtol))
 
 
 def verify_export(path: str, model, probes=None, atol: float = 1e-4, rtol: float = 1e-4) -> None:

@@ -5,9 +5,7 @@ gin and torch state never leak between them and a signal to this process reaches
 checked before anything is written: a bad variable is one line on stderr and exit code 2, with nothing on disk.
 """
 import dataclasses
-import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -15,11 +13,11 @@ import tempfile
 import time
 
 import aicrowd_helpers
+from submission.artifacts import JobLayout, atomic_copy, format_scores, read_scores
 from submission.budget import format_seconds, parse_budget
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("pvae", "betatcvae")
-LEADERBOARD = (("FactorVAE", "factor_vae_metric"), ("DCI", "dci"), ("SAP", "sap_score"), ("MIG", "mig"), ("IRS", "irs"))
 
 # Pretraining gets this share of the training budget when no pretrained checkpoint exists yet.
 PRETRAIN_SHARE = 0.4
@@ -55,8 +53,12 @@ class JobConfig:
         return os.path.join(self.pretrained_dir, f"{self.model}.pt")
 
     @property
+    def layout(self) -> JobLayout:
+        return JobLayout(self.output_dir)
+
+    @property
     def export_path(self) -> str:
-        return os.path.join(self.output_dir, "representation", "pytorch_model.pt")
+        return self.layout.export
 
 
 def _nearest_existing(path: str) -> str:
@@ -113,7 +115,7 @@ def read_config(env=None) -> JobConfig:
     evaluation_name = env.get("AICROWD_EVALUATION_NAME") or "local_evaluation"
     if os.sep in evaluation_name or evaluation_name in (".", ".."):
         raise ConfigError(f"AICROWD_EVALUATION_NAME={evaluation_name!r} is malformed: expected a plain directory name")
-    output_dir = os.path.abspath(os.path.join(output_path, evaluation_name))
+    output_dir = JobLayout.of(output_path, evaluation_name).root
     check_writable(output_dir, "AICROWD_OUTPUT_PATH")
     data_dir_explicit = bool(env.get("DISENTANGLEMENT_LIB_DATA"))
     data_dir = os.path.abspath(env.get("DISENTANGLEMENT_LIB_DATA") or os.path.join(".", "scratch", "dataset"))
@@ -140,11 +142,11 @@ class Interrupted(RuntimeError):
     """A SIGTERM/SIGINT reached the job: the running stage saved its work; no later stage starts."""
 
 
-def _run_stage(name: str, args: list, span: tuple, env: dict, ok_codes=(0,)) -> int:
-    """Run ``python -m ...`` with the progress span set; forward SIGTERM/SIGINT to it so it can save and export."""
-    stage_env = dict(env, KIT_PROGRESS_SPAN=f"{span[0]:.4f},{span[1]:.4f}", PYTHONUNBUFFERED="1")
+def _run_stage(name: str, args: list, ok_codes=(0,)) -> int:
+    """Run ``python -m ...`` (its configuration is all in ``args``); forward SIGTERM/SIGINT to it so it can save and
+    export."""
     print(f"\n=== {name}: {' '.join(args)}", flush=True)
-    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO_ROOT, env=stage_env)
+    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO_ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
 
     received = []
 
@@ -162,18 +164,13 @@ def _run_stage(name: str, args: list, span: tuple, env: dict, ok_codes=(0,)) -> 
         for s, handler in previous.items():
             signal.signal(s, handler)
     if received:
-        raise Interrupted(f"{received[0]} received during {name}; it saved its checkpoint"
-                          f"{' and export' if name == 'fine-tune' else ''} and the job stops here")
+        saved = {"pretrain": "it saved its checkpoint", "fine-tune": "it saved its checkpoint and export",
+                 "evaluate": "the export is intact; rerun to evaluate it"}.get(name, "nothing is lost")
+        raise Interrupted(f"{received[0]} received during {name}; {saved}; the job stops here (rerun ./run.sh to "
+                          f"continue)")
     if code not in ok_codes:
         raise StageFailed(f"{name} failed with exit code {code}")
     return code
-
-
-def _atomic_copy(src: str, dst: str) -> None:
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
-    tmp = f"{dst}.tmp-{os.getpid()}"
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
 
 
 def plan_budget(job: JobConfig, need_pretrain: bool) -> tuple:
@@ -185,27 +182,16 @@ def plan_budget(job: JobConfig, need_pretrain: bool) -> tuple:
     return pretrain_s, train_s - pretrain_s
 
 
-def format_table(scores: dict) -> str:
-    lines = ["metric      score", "---------   ------"]
-    for label, key in LEADERBOARD:
-        value = scores.get(key)
-        lines.append(f"{label:<11} {value:.4f}" if isinstance(value, (int, float)) else f"{label:<11} {'n/a':>6}")
-    return "\n".join(lines)
-
-
 def run(job: JobConfig) -> dict:
     """Run the whole job; return the scores (empty when evaluation is off)."""
-    env = dict(os.environ, DISENTANGLEMENT_LIB_DATA=job.data_dir,
-               AICROWD_OUTPUT_PATH=os.path.dirname(job.output_dir),
-               AICROWD_EVALUATION_NAME=os.path.basename(job.output_dir))
-    os.environ.update({k: env[k] for k in ("AICROWD_OUTPUT_PATH", "AICROWD_EVALUATION_NAME")})
     start = time.monotonic()
     need_pretrain = not os.path.exists(job.pretrained_checkpoint)
     pretrain_s, finetune_s = plan_budget(job, need_pretrain)
     print(f"model={job.model} dataset={job.dataset} budget={format_seconds(job.budget_s)} seed={job.seed} "
           f"output={job.output_dir}", flush=True)
-    aicrowd_helpers.execution_start()
+    aicrowd_helpers.execution_start(job.output_dir)
     gin = ["--gin_file", job.recipe]
+    common = ["--data_dir", job.data_dir, "--job_dir", job.output_dir]
     # The recipes' schedules run over the whole job: pretraining is their first PRETRAIN_SHARE, fine-tuning the rest
     # (also when the pretrained checkpoint came from an earlier job: it went through that first part).
     spans = {"pretrain": ["--gin_binding", f"training.progress_span = (0.0, {PRETRAIN_SHARE})"],
@@ -214,10 +200,11 @@ def run(job: JobConfig) -> dict:
     pretrain_end = train_end * pretrain_s / (pretrain_s + finetune_s)
     if need_pretrain:
         run_dir = os.path.join(job.output_dir, "pretrain")
-        _run_stage("pretrain", ["pretrain", *gin, *spans["pretrain"], "--output", run_dir, "--budget", f"{pretrain_s:.0f}s",
-                                "--seed", str(job.seed), "--no_report"], (0.0, pretrain_end), env)
+        _run_stage("pretrain", ["pretrain", *gin, *spans["pretrain"], *common, "--grader_span", f"0,{pretrain_end:.4f}",
+                                "--output", run_dir, "--budget", f"{pretrain_s:.0f}s", "--seed", str(job.seed),
+                                "--no_report"])
         try:
-            _atomic_copy(os.path.join(run_dir, "checkpoint.pt"), job.pretrained_checkpoint)
+            atomic_copy(os.path.join(run_dir, "checkpoint.pt"), job.pretrained_checkpoint)
             print(f"pretrained checkpoint saved to {job.pretrained_checkpoint}", flush=True)
         except OSError as exc:  # a read-only checkout: fine-tune straight from the run directory
             print(f"could not keep the pretrained checkpoint in {job.pretrained_dir} ({exc.strerror}); "
@@ -228,11 +215,10 @@ def run(job: JobConfig) -> dict:
         print(f"using pretrained checkpoint {job.pretrained_checkpoint}", flush=True)
     # Whatever pretraining really took, fine-tuning gets what is left of the training budget.
     finetune_s = max(pretrain_s + finetune_s - (time.monotonic() - start), 30.0)
-    _run_stage("fine-tune", ["submission.train", *gin, *spans["fine-tune"], "--dataset", job.dataset,
-                             "--output", os.path.join(job.output_dir, "train"),
+    _run_stage("fine-tune", ["submission.train", *gin, *spans["fine-tune"], *common, "--dataset", job.dataset,
+                             "--grader_span", f"{pretrain_end:.4f},{train_end:.4f}", "--output", job.layout.train_dir,
                              "--budget", f"{finetune_s:.0f}s", "--seed", str(job.seed),
-                             "--init_from", job.pretrained_checkpoint, "--export", job.export_path],
-               (pretrain_end, train_end), env)
+                             "--init_from", job.pretrained_checkpoint, "--export", job.export_path])
     if not os.path.exists(job.export_path):
         raise StageFailed(f"fine-tuning exited without writing {job.export_path}")
     scores = {}
@@ -240,21 +226,22 @@ def run(job: JobConfig) -> dict:
         quick = ["--quick"] if job.eval_settings == "quick" else []
         # Exit code 1: some metric failed, the others' results are written and worth showing.
         _run_stage("evaluate", ["evaluate", "--model", job.export_path, "--dataset", job.dataset,
-                                "--output", job.output_dir, *quick], (train_end, 1.0), env, ok_codes=(0, 1))
-        with open(os.path.join(job.output_dir, "scores.json")) as f:
-            scores = json.load(f)
+                                "--data_dir", job.data_dir, "--output", job.output_dir, *quick],
+                   ok_codes=(0, 1))
+        scores = read_scores(job.layout.scores)
         # The run report was written at the end of training; write it again with the scores in it.
-        _run_stage("report", ["submission.visualize", "--run", job.output_dir], (1.0, 1.0), env, ok_codes=(0, 1, 2))
-    aicrowd_helpers.register_progress(1.0)
-    aicrowd_helpers.submit({"representation": job.export_path, "scores": scores})
+        _run_stage("report", ["submission.visualize", "--run", job.output_dir, "--data_dir", job.data_dir],
+                   ok_codes=(0, 1, 2))
+    aicrowd_helpers.register_progress(1.0, job.output_dir)
+    aicrowd_helpers.submit({"representation": job.export_path, "scores": scores}, job.output_dir)
     print(f"\nrepresentation: {job.export_path}")
-    report = os.path.join(job.output_dir, "report", "report.html")
+    report = os.path.join(job.layout.report_dir, "report.html")
     if os.path.exists(report):
         print(f"report: {report}")
     if scores:
         settings = "QUICK settings, not the leaderboard's" if job.eval_settings == "quick" else "challenge settings"
-        print(f"leaderboard metrics on {job.dataset}, {settings} ({os.path.join(job.output_dir, 'scores.json')}):")
-        print(format_table(scores))
+        print(f"leaderboard metrics on {job.dataset}, {settings} ({job.layout.scores}):")
+        print(format_scores(scores))
     print(f"done in {format_seconds(time.monotonic() - start)}", flush=True)
     return scores
 
@@ -268,11 +255,11 @@ def main() -> int:
     try:
         run(job)
     except Interrupted as exc:
-        aicrowd_helpers.execution_error(str(exc))
+        aicrowd_helpers.execution_error(str(exc), job.output_dir)
         print(f"stopped: {exc}", file=sys.stderr)
         return 130
     except StageFailed as exc:
-        aicrowd_helpers.execution_error(str(exc))
+        aicrowd_helpers.execution_error(str(exc), job.output_dir)
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

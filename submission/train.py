@@ -5,15 +5,15 @@
 
 Writes DIR/checkpoint.pt, DIR/config.gin, DIR/log.jsonl and the verified TorchScript export (default
 DIR/../representation/pytorch_model.pt), then a visual report of the run in DIR (``--no_report`` skips it; the export
-is written before it, and a failing report only prints "report: skipped (...)"). Re-running the same command with the same DIR resumes. ``python -m pretrain``
-runs this same code on the pretraining dataset. Bad input: one line on stderr, exit 2, nothing written.
+is written before it, and a failing report only prints "report: skipped (...)"). Re-running the same command with the
+same DIR resumes (from the previous checkpoint when the latest is damaged); a second run on a DIR in use is refused.
+``python -m pretrain`` runs this same code on the pretraining dataset. Bad input: one line on stderr, exit 2, nothing
+written. A full disk or another write error: one line, exit 1, the previous checkpoint and export intact.
 """
 import argparse
 import os
 import sys
 import time
-
-PROCESS_START = time.monotonic()
 
 
 def build_parser(prog: str, pretrain: bool) -> argparse.ArgumentParser:
@@ -26,6 +26,11 @@ def build_parser(prog: str, pretrain: bool) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max_steps", type=int, default=None, help="iteration cap (default: the recipe's)")
     parser.add_argument("--no_report", action="store_true", help="skip the visual report written after training")
+    parser.add_argument("--data_dir", default=None, help="where dataset files live (default: $DISENTANGLEMENT_LIB_DATA, "
+                                                         "else ./scratch/dataset)")
+    parser.add_argument("--job_dir", default=None, help="the job directory whose progress.jsonl gets the challenge's "
+                                                        "progress events (default: the one around --output)")
+    parser.add_argument("--grader_span", default="0,1", help="this stage's share a,b of the job's progress bar")
     if not pretrain:
         parser.add_argument("--init_from", default=None, help="pretrained checkpoint to start from")
         parser.add_argument("--export", default=None, help="TorchScript path (default DIR/../representation/...)")
@@ -49,11 +54,11 @@ def parse_gin(gin_files, bindings) -> None:
         raise ValueError(f"gin config {' '.join(gin_files)} {' '.join(bindings)} is invalid: {detail}") from None
 
 
-def load_dataset(name: str, fallback: str = None):
+def load_dataset(name: str, fallback: str = None, data_dir: str = None):
     """The dataset called ``name``; for pretraining, ``fallback`` when the official file is absent."""
     from submission.data import DatasetError, get_dataset
     try:
-        return name, get_dataset(name)
+        return name, get_dataset(name, data_dir=data_dir)
     except (DatasetError, ImportError, OSError) as exc:
         if fallback is None:
             raise ValueError(str(exc).splitlines()[0] if str(exc) else f"dataset {name!r} is unavailable") from None
@@ -68,29 +73,34 @@ def run(args, pretrain: bool = False, start_time: float = None) -> dict:
     budget_s = parse_budget(args.budget)
     parse_gin(args.gin_file, args.gin_binding)
 
+    from submission import artifacts
+    from submission.hardware import seed_everything
     from submission.models import make_model
     from submission.objectives import make_objective
-    from submission.trainer import Trainer, load_checkpoint, check_architecture, seed_everything
+    from submission.trainer import Trainer, check_architecture
+    from submission.training_hooks import GraderProgress
 
     init = None
     init_from = getattr(args, "init_from", None)
     if init_from:
-        init = load_checkpoint(init_from)
-    dataset_name, dataset = load_dataset(args.dataset, fallback="mpi3d_sim_toy" if pretrain else None)
+        init = artifacts.load_checkpoint(init_from)
+    dataset_name, dataset = load_dataset(args.dataset, "mpi3d_sim_toy" if pretrain else None, args.data_dir)
     rng = seed_everything(args.seed)
     model = make_model()
     if init is not None:
         check_architecture(init, model, init_from)
     objective = make_objective()
-    export_path = None
-    if not pretrain:
-        export_path = args.export or os.path.join(os.path.dirname(os.path.abspath(args.output)), "representation",
-                                                  "pytorch_model.pt")
+    job = artifacts.JobLayout(args.job_dir) if args.job_dir else artifacts.JobLayout.around(args.output)
+    export_path = None if pretrain else (args.export or job.export)
     extra = {} if args.max_steps is None else {"max_steps": args.max_steps}
     trainer = Trainer(model, objective, dataset, args.output, seed=args.seed, rng=rng, budget_s=budget_s,
                       start_time=time.monotonic() if start_time is None else start_time, export_path=export_path,
                       run_info={"dataset": dataset_name, "role": "pretrain" if pretrain else "train",
-                                "init_from": init_from}, **extra)
+                                "init_from": init_from},
+                      hooks=[GraderProgress(job.root, _span(args.grader_span))], **extra)
+    if trainer.tensorboard:                  # pictures need the visualize package; the trainer itself does not
+        from submission.visualize import TensorBoardHook
+        trainer.hooks.hooks.append(TensorBoardHook(os.path.join(args.output, "tensorboard"), dataset))
     if init is not None and not os.path.exists(trainer.checkpoint_path):
         trainer.init_from(init, init_from)
     summary = trainer.run()
@@ -101,16 +111,32 @@ def run(args, pretrain: bool = False, start_time: float = None) -> dict:
     return summary
 
 
+def _span(text: str) -> tuple:
+    try:
+        lo, hi = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise ValueError(f"--grader_span {text!r} is malformed: expected two fractions a,b such as 0.4,0.9") from None
+    if not 0.0 <= lo <= hi <= 1.0:
+        raise ValueError(f"--grader_span {text!r} is out of range: expected 0 <= a <= b <= 1")
+    return lo, hi
+
+
 def main(argv=None, prog: str = "submission.train", pretrain: bool = False) -> int:
+    from submission.budget import process_start_time
     args = build_parser(prog, pretrain).parse_args(argv)
     try:
         # The CLI's budget counts from process start (imports included), as the pipeline's stage budgets assume.
-        summary = run(args, pretrain=pretrain, start_time=PROCESS_START)
+        summary = run(args, pretrain=pretrain, start_time=process_start_time() if argv is None else None)
     except ValueError as exc:          # DatasetError, TrainingError, budget and gin problems are all ValueErrors
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except RuntimeError as exc:        # ExportError: the export did not reproduce the model; the old one is kept
         print(f"{prog}: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:             # a full disk, a read-only directory: the files written before are intact
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"{prog}: error: writing{where} failed ({exc.strerror or exc}); the last checkpoint and export written "
+              f"before it are intact", file=sys.stderr)
         return 1
     print(f"{prog}: done: {summary}", flush=True)
     return 0

@@ -12,7 +12,6 @@ def helpers(tmp_path, monkeypatch):
     monkeypatch.setenv("AICROWD_OUTPUT_PATH", str(tmp_path))
     monkeypatch.setenv("AICROWD_EVALUATION_NAME", "run1")
     monkeypatch.delenv("AICROWD_IS_GRADING", raising=False)
-    monkeypatch.delenv("KIT_PROGRESS_SPAN", raising=False)
     import aicrowd_helpers
     return importlib.reload(aicrowd_helpers)
 
@@ -36,10 +35,9 @@ def test_local_sink_appends_prefixed_json_lines(helpers, tmp_path):
     assert events[3]["payload"]["error"] == "boom"
 
 
-def test_progress_span_maps_stage_fraction_and_never_goes_back(helpers, tmp_path, monkeypatch):
-    monkeypatch.setenv("KIT_PROGRESS_SPAN", "0.4,0.9")
+def test_progress_span_maps_stage_fraction_and_never_goes_back(helpers, tmp_path):
     for fraction in (0.0, 0.5, 0.2, 1.0, 7.0):
-        helpers.register_progress(fraction)
+        helpers.register_progress(fraction, span=(0.4, 0.9))
     progress = [e["payload"]["progress"] for e in _events(tmp_path)]
     assert progress == pytest.approx([0.4, 0.65, 0.65, 0.9, 0.9])
 

@@ -40,7 +40,7 @@ def test_kit_checkpoint_scores_like_its_export(tmp_path):
     model = models.build_model(dict(kind="vae", architecture="higgins", latent_dim=4, channels=3)).eval()
     run_dir = os.path.join(tmp_path, "train")
     os.makedirs(run_dir)
-    torch.save({"model_config": model.config(), "model": model.state_dict(), "step": 0},
+    torch.save({"format": 1, "model_config": model.config(), "model": model.state_dict(), "step": 0},
                os.path.join(run_dir, "checkpoint.pt"))
     exported = export.export_representation(model, os.path.join(tmp_path, "representation", "pytorch_model.pt"))
     metrics, bindings = ["mig", "irs"], TINY + ["mig.num_train = 400", "irs.num_train = 400"]

@@ -15,7 +15,9 @@ from submission.schedules import clock_of
 from submission.models import PrunedVAE, build_model, make_model
 from submission.objectives import build_objective
 from submission.objectives.base import Objective
-from submission.trainer import Trainer, TrainingError, load_checkpoint, seed_everything
+from submission.artifacts import load_checkpoint
+from submission.hardware import seed_everything
+from submission.trainer import Trainer, TrainingError
 
 
 class TinyData:
@@ -101,7 +103,7 @@ def test_resume_after_a_crash_reproduces_the_uninterrupted_run(tmp_path):
 
     resumed = _trainer(tmp_path / "resumed", seed=99)     # a different seed: everything must come from the checkpoint
     resumed.run()
-    assert resumed.step == straight.step == 20
+    assert resumed.step_count == straight.step_count == 20
     for (name, a), b in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
     for a, b in zip(straight.optimizer.state_dict()["state"].values(), resumed.optimizer.state_dict()["state"].values()):
@@ -115,7 +117,7 @@ def test_prefetch_draws_the_same_batches_as_drawing_in_the_loop(tmp_path):
     inline.run()
     ahead = _trainer(tmp_path / "ahead", prefetch=2)
     ahead.run()
-    assert inline.step == ahead.step == 20
+    assert inline.step_count == ahead.step_count == 20
     for (name, a), b in zip(inline.model.state_dict().items(), ahead.model.state_dict().values()):
         assert torch.equal(a, b), name
     assert inline.rng.bit_generator.state == ahead.rng.bit_generator.state
@@ -196,16 +198,16 @@ def test_slow_first_batches_do_not_end_a_short_run(tmp_path):
 
 def test_the_slow_step_estimate_leaves_out_warm_up_and_outliers(tmp_path):
     trainer = _trainer(tmp_path, budget_s=100.0)
-    assert trainer.slow_step_s() == 1.0                             # nothing measured yet
+    assert trainer.budget.slow_step_s() == 1.0                             # nothing measured yet
     for dt in (9.0, 0.2, 0.1):                                       # the warm-up steps
-        trainer._record_step_time(dt)
-    assert trainer.slow_step_s() == pytest.approx(0.2)               # 2x the fastest warm-up step
+        trainer.budget.record_step_time(dt)
+    assert trainer.budget.slow_step_s() == pytest.approx(0.2)               # 2x the fastest warm-up step
     for dt in [0.05] * 19 + [3.0]:                                   # one outlier among 20
-        trainer._record_step_time(dt)
-    assert trainer.slow_step_s() == pytest.approx(0.1)               # 2x the 90th percentile
+        trainer.budget.record_step_time(dt)
+    assert trainer.budget.slow_step_s() == pytest.approx(0.1)               # 2x the 90th percentile
     for dt in [0.5] * 5:
-        trainer._record_step_time(dt)
-    assert trainer.slow_step_s() == pytest.approx(1.0)               # slower steps lately: the estimate follows
+        trainer.budget.record_step_time(dt)
+    assert trainer.budget.slow_step_s() == pytest.approx(1.0)               # slower steps lately: the estimate follows
 
 
 def test_sigterm_stops_cleanly_with_checkpoint_and_export(tmp_path):
@@ -248,11 +250,13 @@ def test_log_records_kl_per_dimension_learning_rate_and_active_dims(tmp_path):
 @pytest.mark.slow          # importing TensorBoard takes 3-9 s here
 def test_tensorboard_writes_an_events_file(tmp_path):
     pytest.importorskip("tensorboard")
-    trainer = _trainer(tmp_path / "train", max_steps=3, log_every_s=0.0, checkpoint_every_s=0.0, tensorboard=True)
+    from submission.visualize import TensorBoardHook
+    hook = TensorBoardHook(str(tmp_path / "train" / "tensorboard"), TinyData())
+    trainer = _trainer(tmp_path / "train", max_steps=3, log_every_s=0.0, checkpoint_every_s=0.0, hooks=[hook])
     trainer.run()
+    assert hook.board.writer is None                                  # closed
     events = [name for name in os.listdir(tmp_path / "train" / "tensorboard") if name.startswith("events.out")]
     assert events and os.path.getsize(tmp_path / "train" / "tensorboard" / events[0]) > 0
-    assert trainer._board is None                                    # closed
 
 
 def test_tensorboard_is_off_by_default(tmp_path):
@@ -352,14 +356,17 @@ def test_any_torch_scheduler_through_gin_and_plateau_state_resumes(tmp_path):
         _trainer(tmp_path / "bad", lr_scheduler="cosine")
     plateau = _trainer(tmp_path / "plateau", max_steps=5, lr_scheduler="plateau", plateau_interval=4)
     plateau.run()
-    assert len(plateau.lr_schedule.pending) == 1  # 5 steps: one average taken, one loss pending
+    assert len(plateau.rates.torch_schedule.pending) == 1  # 5 steps: one average taken, one loss pending
     resumed = _trainer(tmp_path / "plateau", max_steps=5, lr_scheduler="plateau", plateau_interval=4)
-    assert resumed.resume_if_possible() and resumed.lr_schedule.pending == plateau.lr_schedule.pending
+    assert resumed.resume_if_possible()
+    assert resumed.rates.torch_schedule.pending == plateau.rates.torch_schedule.pending
 
 
 def test_train_api_budget_counts_from_the_call_not_the_import(tmp_path, monkeypatch):
     from submission import train
-    monkeypatch.setattr(train, "PROCESS_START", train.PROCESS_START - 3600)  # imported an hour ago
+    from submission import budget
+    started = budget.process_start_time() - 3600
+    monkeypatch.setattr(budget, "process_start_time", lambda: started)  # as if the process started an hour ago
     argv = ["--gin_file", "submission/configs/beta_vae.gin", "--dataset", "mpi3d_sim_toy", "--output",
             str(tmp_path / "train"), "--budget", "60s", "--max_steps", "2", "--gin_binding", "model.architecture='mlp'",
             "--gin_binding", "training.batch_size=8", "--no_report"]

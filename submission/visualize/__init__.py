@@ -8,7 +8,7 @@ curves, metric bars, a self-contained HTML report, and optional TensorBoard logg
 """
 from .run_report import find_run_files, write_comparison, write_run_report, write_training_report
 from .sources import ModelView, VisualizeError, load_model_file
-from .tensorboard_logger import TensorBoardLogger
+from .tensorboard_logger import TensorBoardHook, TensorBoardLogger
 
-__all__ = ["ModelView", "TensorBoardLogger", "VisualizeError", "find_run_files", "load_model_file",
+__all__ = ["ModelView", "TensorBoardHook", "TensorBoardLogger", "VisualizeError", "find_run_files", "load_model_file",
            "write_comparison", "write_run_report", "write_training_report"]

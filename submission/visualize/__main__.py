@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", help="output directory (default: JOB/report, or ./scratch/compare)")
     parser.add_argument("--steps", type=int, default=10, help="traversal steps per dimension (default 10)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the images and prior samples shown (default 0)")
+    parser.add_argument("--data_dir", default=None, help="where dataset files live (default: $DISENTANGLEMENT_LIB_DATA)")
     return parser
 
 
@@ -40,7 +41,8 @@ def main(argv=None) -> int:
             path = write_comparison(args.compare, args.output or "./scratch/compare")
         else:
             path = write_run_report(args.run, dataset_name=args.dataset, model_path=args.model,
-                                    output_dir=args.output, steps=args.steps, seed=args.seed)
+                                    output_dir=args.output, steps=args.steps, seed=args.seed,
+                                    data_dir=args.data_dir)
     except VisualizeError as exc:
         print(f"{parser.prog}: error: {exc}", file=sys.stderr)
         return 2

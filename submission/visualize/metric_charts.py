@@ -5,10 +5,9 @@ import os
 
 import numpy as np
 
-from .sources import VisualizeError
+from submission.artifacts import LEADERBOARD_KEYS
 
-# The leaderboard's five metrics first, in the pipeline's order; any other number in scores.json follows.
-LEADERBOARD_ORDER = ("factor_vae_metric", "dci", "sap_score", "mig", "irs")
+from .sources import VisualizeError
 
 
 def flatten_numbers(tree, prefix: str = "") -> dict:
@@ -40,7 +39,7 @@ def read_scores(path: str) -> dict:
 
 def metric_order(runs: dict) -> list:
     names = {name for scores in runs.values() for name in scores}
-    known = [name for name in LEADERBOARD_ORDER if name in names]
+    known = [name for name in LEADERBOARD_KEYS if name in names]     # the leaderboard's first, then any other
     return known + sorted(names - set(known))
 
 

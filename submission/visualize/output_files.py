@@ -1,27 +1,12 @@
-"""Writing the report's files atomically (a temporary file beside the target, then a rename): a reader, or a browser
-opening the report mid-run, never sees half an image."""
+"""The report's file formats (PNG, GIF, matplotlib figures), written atomically through ``submission.artifacts``: a reader,
+or a browser opening the report mid-run, never sees half an image."""
 import io
-import os
 
 import numpy as np
 from PIL import Image
 
 
-def write_bytes(data: bytes, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def write_text(text: str, path: str) -> str:
-    return write_bytes(text.encode("utf-8"), path)
+from submission.artifacts import atomic_write_bytes as write_bytes, atomic_write_text as write_text  # noqa: F401
 
 
 def png_bytes(image: np.ndarray) -> bytes:

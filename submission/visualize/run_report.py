@@ -14,6 +14,7 @@ import sys
 import numpy as np
 import torch
 
+from submission.artifacts import JobLayout, run_files
 from submission.progress import progress
 
 from . import curves, factor_response, html_report, metric_charts, output_files, samples, traversals
@@ -41,26 +42,19 @@ def find_run_files(run_dir: str) -> RunFiles:
     if not os.path.isdir(run_dir):
         raise VisualizeError(f"run directory {run_dir} does not exist: expected a training output directory")
     run_dir = os.path.abspath(run_dir)
-    # The export and the scores of a fine-tuning run sit beside train/, not in it (ARCHITECTURE.md, output layout).
-    job_dir = os.path.dirname(run_dir) if os.path.basename(run_dir) == "train" else run_dir
-
-    def first(*candidates):
-        return next((path for path in candidates if os.path.isfile(path)), None)
-
-    return RunFiles(
-        run_dir=run_dir,
-        job_dir=job_dir,
-        log=first(os.path.join(run_dir, "log.jsonl"), os.path.join(run_dir, "train", "log.jsonl")),
-        config=first(os.path.join(run_dir, "config.gin"), os.path.join(run_dir, "train", "config.gin")),
-        checkpoint=first(os.path.join(run_dir, "checkpoint.pt"), os.path.join(run_dir, "train", "checkpoint.pt")),
-        representation=first(os.path.join(job_dir, "representation", "pytorch_model.pt")),
-        scores=first(os.path.join(job_dir, "scores.json")))
+    # The export and the scores of a fine-tuning run sit beside train/, not in it (submission.artifacts.JobLayout).
+    job = JobLayout(os.path.dirname(run_dir) if os.path.basename(run_dir) == "train" else run_dir)
+    files = run_files(run_dir)
+    return RunFiles(run_dir=run_dir, job_dir=job.root, log=files["log"], config=files["config"],
+                    checkpoint=files["checkpoint"],
+                    representation=job.export if os.path.isfile(job.export) else None,
+                    scores=job.scores if os.path.isfile(job.scores) else None)
 
 
-def load_dataset(name: str):
+def load_dataset(name: str, data_dir: str = None):
     from submission.data import DatasetError, get_dataset
     try:
-        return get_dataset(name)
+        return get_dataset(name, data_dir=data_dir)
     except DatasetError as exc:
         raise VisualizeError(str(exc).splitlines()[0]) from None
 
@@ -192,7 +186,7 @@ def write_report_files(sections: list, output_dir: str, title: str, summary: lis
 
 
 def write_run_report(run_dir: str, model=None, dataset=None, dataset_name: str = None, model_path: str = None,
-                     output_dir: str = None, steps: int = 10, seed: int = 0) -> str:
+                     output_dir: str = None, steps: int = 10, seed: int = 0, data_dir: str = None) -> str:
     """Write ``output_dir`` (default ``JOB/report``, where JOB is ``run_dir`` or, for a ``train/`` directory, the job
     directory around it, beside representation/ and scores.json): traversals.png/.gif, reconstructions.png, prior_samples.png,
     factor_response.png, curves.png, metrics.png and report.html; returns the HTML path.
@@ -208,7 +202,7 @@ def write_run_report(run_dir: str, model=None, dataset=None, dataset_name: str =
         view = load_model_file(path) if path else None
     if dataset is None:
         dataset_name = dataset_name or (view.run_info.get("dataset") if view is not None else None)
-        dataset = load_dataset(dataset_name) if dataset_name else None
+        dataset = load_dataset(dataset_name, data_dir) if dataset_name else None
     else:
         dataset_name = dataset_name or getattr(dataset, "name", type(dataset).__name__)
     parts = [lambda: model_section(view, dataset, dataset_name, steps, seed), lambda: curves_section(files),

@@ -4,8 +4,6 @@ A TorchScript representation holds only the encoder's deterministic map x -> (N,
 dimension responds to the ground-truth factors but cannot decode; a kit model or checkpoint can do everything.
 ``ModelView`` hides the difference: each picture asks it for what it needs and says what is unavailable.
 """
-import os
-
 import numpy as np
 import torch
 
@@ -86,32 +84,17 @@ class ModelView:
 
 
 def load_model_file(path: str) -> ModelView:
-    """A trainer checkpoint (decoder included) or a TorchScript representation (encoder only), by content."""
-    if not os.path.isfile(path):
-        raise VisualizeError(f"model file {path} does not exist: expected a checkpoint.pt or a TorchScript "
-                             f"pytorch_model.pt")
+    """A trainer checkpoint (decoder included) or a TorchScript representation (encoder only), through the kit's one
+    loader (``submission.artifacts.load_model_file``: checkpoints are read with ``weights_only=True``)."""
+    from submission.artifacts import ArtifactError
+    from submission.artifacts import load_model_file as load
     try:
-        module = torch.jit.load(path, map_location="cpu")
-    except Exception:
-        module = None
-    if module is not None:
-        module.eval()
+        module, kind, checkpoint = load(path)
+    except ArtifactError as exc:
+        raise VisualizeError(str(exc)) from None
+    if kind == "torchscript":
         return ModelView(module, f"TorchScript file {path}", has_decoder=False)
-    from submission.models import build_model
-    from submission.trainer import TrainingError, load_checkpoint
-    try:
-        checkpoint = load_checkpoint(path)
-    except TrainingError as exc:
-        raise VisualizeError(f"{exc} or a TorchScript pytorch_model.pt") from None
-    if "model_config" not in checkpoint or "model" not in checkpoint:
-        raise VisualizeError(f"checkpoint {path} has no model_config/model entries: expected a trainer checkpoint")
-    try:
-        model = build_model(checkpoint["model_config"])
-        model.load_state_dict(checkpoint["model"])
-    except (ValueError, RuntimeError) as exc:
-        first_line = str(exc).strip().splitlines()[0]
-        raise VisualizeError(f"checkpoint {path} does not rebuild its model ({first_line})") from None
-    view = ModelView.from_model(model, source=f"checkpoint {path}")
+    view = ModelView.from_model(module, source=f"checkpoint {path}")
     view.run_info = checkpoint.get("run") or {}
     view.gin_config = checkpoint.get("gin_config")
     return view

@@ -68,3 +68,36 @@ class TensorBoardLogger:
         if self.writer is not None:
             self.writer.close()
             self.writer = None
+
+
+class TensorBoardHook:
+    """The trainer's TensorBoard hook (``training.tensorboard = True``): the scalars of every log record, and images
+    after each checkpoint when the time left covers them on top of the trainer's end-of-run reserve. Its own generator
+    draws the images, so the training batches are the same with TensorBoard on or off."""
+
+    def __init__(self, log_dir: str, dataset):
+        import numpy as np
+        self.board = TensorBoardLogger(log_dir, enabled=True)
+        self.images = dataset.sample_batch(8, np.random.default_rng(12345))[0].float() / 255
+        self.seconds = 0.0
+
+    def on_start(self, trainer) -> None:
+        pass
+
+    def on_log(self, record: dict) -> None:
+        self.board.log_record(record)
+
+    def on_checkpoint(self, trainer) -> None:
+        import time
+        if not self.board.enabled or trainer.budget.time_left() - trainer.reserve_s() < 2.0 * self.seconds + 1.0:
+            return
+        t0 = time.monotonic()
+        self.board.log_images(trainer.step_count, trainer.model, self.images)
+        trainer.model.train()
+        self.seconds = time.monotonic() - t0
+
+    def on_progress(self, fraction: float) -> None:
+        pass
+
+    def on_close(self) -> None:
+        self.board.close()
