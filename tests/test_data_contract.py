@@ -11,7 +11,7 @@ PROCEDURAL = ["mpi3d_sim_toy", "mpi3d_sim_realistic", "dsprites_sim"]
 
 
 def test_registry_names_every_dataset_of_the_issue():
-    assert set(DATASET_NAMES) == {"mpi3d_toy", "mpi3d_realistic", "mpi3d_real", "dsprites_full",
+    assert set(DATASET_NAMES) == {"mpi3d_toy", "mpi3d_realistic", "mpi3d_real", "dsprites_full", "shapes3d",
                                   "mpi3d_sim_toy", "mpi3d_sim_realistic", "dsprites_sim"}
 
 

@@ -43,23 +43,39 @@ def _require_file(path, name, stand_in):
                            f"stand-in {stand_in!r})")
 
 
-class _NpzImageDataset(FactorGridDataset):
-    """Images of a factor grid stored row-major in an npz member; images stay on disk unless ``storage`` says otherwise."""
+def check_storage(storage, name):
+    """The canonical storage name, or DatasetError naming ``name``."""
+    storage = STORAGE_ALIASES.get(storage, storage)
+    if storage not in STORAGES:
+        raise DatasetError(f"{name}: storage {storage!r}; expected one of {STORAGES}")
+    return storage
+
+
+class StoredGridDataset(FactorGridDataset):
+    """Images of a factor grid stored row-major in a .npy (``npz_store.DiskImages``); on disk unless ``storage`` says otherwise.
+
+    Every file-backed dataset (npz, HDF5) converts its images once to that form and then calls ``_attach``.
+    """
 
     def _open(self, npz_path, key, image_shape, layouts, storage, cache_dir):
-        storage = STORAGE_ALIASES.get(storage, storage)
-        if storage not in STORAGES:
-            raise DatasetError(f"{self.name}: storage {storage!r}; expected one of {STORAGES}")
-        self.path = Path(npz_path)
-        self.storage = storage
-        self._store = open_npz_member(self.path, key, np.uint8, image_shape, tuple(layouts), cache_dir)
-        self.factor_sizes = tuple(layouts[self._store.shape[0]])
+        storage = check_storage(storage, self.name)
+        store = open_npz_member(npz_path, key, np.uint8, image_shape, tuple(layouts), cache_dir)
+        self._attach(npz_path, store, layouts[store.shape[0]], storage)
+
+    def _attach(self, path, store, factor_sizes, storage):
+        self.path = Path(path)
+        self.storage = check_storage(storage, self.name)
+        self._store = store
+        self.factor_sizes = tuple(int(size) for size in factor_sizes)
         self._strides = factor_strides(self.factor_sizes)
         self._in_memory = None
         if storage == "memory":
             self._in_memory = self._store.read_all()
         elif storage == "cuda":
             self._in_memory = torch.from_numpy(self._store.read_all()).to("cuda")
+
+    def _images(self, factors):
+        return self._stored(factors @ self._strides)
 
     def _stored(self, index):
         """uint8 rows of the stored array (numpy), whatever the storage."""
@@ -80,7 +96,7 @@ class _NpzImageDataset(FactorGridDataset):
         return images.permute(0, 3, 1, 2).contiguous(), factors_gpu
 
 
-class Mpi3dNpz(_NpzImageDataset):
+class Mpi3dNpz(StoredGridDataset):
     """An official MPI3D npz, layout detected from its image count (``layouts`` maps count -> factor sizes)."""
 
     _observation_shape = (64, 64, 3)
@@ -94,11 +110,8 @@ class Mpi3dNpz(_NpzImageDataset):
     def from_data_dir(cls, name, data_dir, **options):
         return cls(mpi3d_npz_path(name, data_dir), name=name, **options)
 
-    def _images(self, factors):
-        return self._stored(factors @ self._strides)
 
-
-class DspritesNpz(_NpzImageDataset):
+class DspritesNpz(StoredGridDataset):
     """The official dSprites npz; uint8 (64, 64, 1) images in {0, 255} (the file's {0, 1} scaled, so /255 gives dlib's floats)."""
 
     _observation_shape = (64, 64, 1)
