@@ -11,7 +11,7 @@ from submission.data.errors import DatasetError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 FILE_DATASETS = ("mpi3d_toy", "mpi3d_realistic", "mpi3d_real", "dsprites_full", "shapes3d")
-PROCEDURAL_DATASETS = ("mpi3d_sim_toy", "mpi3d_sim_realistic", "dsprites_sim")
+PROCEDURAL_DATASETS = ("mpi3d_sim_toy", "mpi3d_sim_realistic", "dsprites_sim", "shapes3d_sim")
 DATASET_NAMES = FILE_DATASETS + PROCEDURAL_DATASETS
 OWN_DATA_PREFIX = "h5:"
 
@@ -38,6 +38,9 @@ def get_dataset(name, data_dir=None, **options):
     if name == "dsprites_sim":
         from submission.data.dsprites_render import DspritesSim
         return DspritesSim()
+    if name == "shapes3d_sim":
+        from submission.data.shapes3d_render import Shapes3dSim
+        return Shapes3dSim()
     if name in ("mpi3d_toy", "mpi3d_realistic", "mpi3d_real"):
         from submission.data.npz_datasets import Mpi3dNpz
         return Mpi3dNpz.from_data_dir(name, data_dir or default_data_dir(), **options)
