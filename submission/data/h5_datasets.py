@@ -150,12 +150,14 @@ class Shapes3dH5(StoredGridDataset):
         expected = ("DeepMind's 3dshapes.h5 (get it with `python -m submission.data.download shapes3d`, "
                     "or use the procedural stand-in 'shapes3d_sim')")
         with open_h5(path, expected) as handle:
-            store = h5_images_store(handle, path, "images", (64, 64, 3), tuple(layouts), cache_dir)
-            sizes = layouts[store.shape[0]]
+            images = h5_array(handle, path, "images")
+            check_array_header(images.shape, False, images.dtype, f"{path}[images]", np.uint8, (64, 64, 3), tuple(layouts))
+            sizes = layouts[images.shape[0]]
             labels = h5_array(handle, path, "labels")
-            if labels.shape != (store.shape[0], len(sizes)):
-                raise DatasetError(f"{path}[labels]: shape {labels.shape}; expected {(store.shape[0], len(sizes))}")
-            check_label_order(labels, sizes, f"{path}[labels]")
+            if labels.shape != (images.shape[0], len(sizes)):
+                raise DatasetError(f"{path}[labels]: shape {labels.shape}; expected {(images.shape[0], len(sizes))}")
+            check_label_order(labels, sizes, f"{path}[labels]")  # before converting: a misordered file writes nothing
+            store = h5_images_store(handle, path, "images", (64, 64, 3), tuple(layouts), cache_dir)
         self._attach(path, store, sizes, storage)
 
     @classmethod
