@@ -10,7 +10,7 @@ from submission.data.errors import DatasetError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-FILE_DATASETS = ("mpi3d_toy", "mpi3d_realistic", "mpi3d_real", "dsprites_full", "shapes3d")
+FILE_DATASETS = ("mpi3d_toy", "mpi3d_realistic", "mpi3d_real", "mpi3d_complex", "dsprites_full", "shapes3d")
 PROCEDURAL_DATASETS = ("mpi3d_sim_toy", "mpi3d_sim_realistic", "dsprites_sim", "shapes3d_sim")
 DATASET_NAMES = FILE_DATASETS + PROCEDURAL_DATASETS
 OWN_DATA_PREFIX = "h5:"
@@ -41,7 +41,7 @@ def get_dataset(name, data_dir=None, **options):
     if name == "shapes3d_sim":
         from submission.data.shapes3d_render import Shapes3dSim
         return Shapes3dSim()
-    if name in ("mpi3d_toy", "mpi3d_realistic", "mpi3d_real"):
+    if name in ("mpi3d_toy", "mpi3d_realistic", "mpi3d_real", "mpi3d_complex"):
         from submission.data.npz_datasets import Mpi3dNpz
         return Mpi3dNpz.from_data_dir(name, data_dir or default_data_dir(), **options)
     if name == "dsprites_full":
