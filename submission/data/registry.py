@@ -10,7 +10,8 @@ from submission.data.errors import DatasetError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-FILE_DATASETS = ("mpi3d_toy", "mpi3d_realistic", "mpi3d_real", "mpi3d_complex", "dsprites_full", "shapes3d")
+FILE_DATASETS = ("mpi3d_toy", "mpi3d_realistic", "mpi3d_real", "mpi3d_complex", "dsprites_full", "dsprites_noshape",
+                 "color_dsprites", "noisy_dsprites", "scream_dsprites", "shapes3d")
 PROCEDURAL_DATASETS = ("mpi3d_sim_toy", "mpi3d_sim_realistic", "dsprites_sim", "shapes3d_sim")
 DATASET_NAMES = FILE_DATASETS + PROCEDURAL_DATASETS
 OWN_DATA_PREFIX = "h5:"
@@ -47,6 +48,9 @@ def get_dataset(name, data_dir=None, **options):
     if name == "dsprites_full":
         from submission.data.npz_datasets import DspritesNpz
         return DspritesNpz.from_data_dir(data_dir or default_data_dir(), **options)
+    if name in ("dsprites_noshape", "color_dsprites", "noisy_dsprites", "scream_dsprites"):
+        from submission.data.dsprites_variants import make_variant
+        return make_variant(name, data_dir or default_data_dir(), **options)
     if name == "shapes3d":
         from submission.data.h5_datasets import Shapes3dH5
         return Shapes3dH5.from_data_dir(data_dir or default_data_dir(), **options)
