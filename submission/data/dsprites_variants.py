@@ -17,10 +17,9 @@ rendered in a few array operations.
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from submission.data.errors import DatasetError
-from submission.data.factor_grid import FactorGridDataset, check_factors
+from submission.data.factor_grid import RandomGivenFactors
 
 DSPRITES_VARIANTS = ("dsprites_noshape", "color_dsprites", "noisy_dsprites", "scream_dsprites")
 SCREAM_RELATIVE_PATH = Path("scream") / "scream.jpg"
@@ -51,7 +50,7 @@ def _to_uint8(observations):
     return (np.clip(observations, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-class DspritesVariant(FactorGridDataset):
+class DspritesVariant(RandomGivenFactors):
     """One of dlib's dSprites variants over a ``DspritesNpz`` (the official file)."""
 
     def __init__(self, name, dsprites, scream=None):
@@ -93,23 +92,6 @@ class DspritesVariant(FactorGridDataset):
         columns = corners[:, 1, None, None] + offsets[None, None, :]
         background = (self.scream[rows, columns] + colours[:, None, None, :]) / 2.0
         return np.where(mask, 1.0 - background, background)
-
-    def sample_observations_from_factors(self, factors, random_state):
-        factors = check_factors(factors, self.factor_sizes, self.name)
-        return self.render(factors, random_state).astype(np.float32) * np.float32(1.0 / 255.0)
-
-    def images_from_factors(self, factors, random_state=None):
-        """uint8 NHWC; random parts from ``random_state`` (default: a fresh RandomState(0), so repeatable)."""
-        factors = check_factors(factors, self.factor_sizes, self.name)
-        return self.render(factors, random_state or np.random.RandomState(0))
-
-    def sample_batch(self, batch_size, rng):
-        factors = np.stack([rng.integers(0, size, size=batch_size) for size in self.factor_sizes], axis=1).astype(np.int64)
-        images = self.render(factors, np.random.RandomState(int(rng.integers(1 << 31))))
-        return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))), torch.from_numpy(factors)
-
-    def _images(self, factors):
-        return self.render(factors, np.random.RandomState(0))
 
 
 def make_variant(name, data_dir, **options):

@@ -11,7 +11,7 @@ from submission.data.errors import DatasetError
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 FILE_DATASETS = ("mpi3d_toy", "mpi3d_realistic", "mpi3d_real", "mpi3d_complex", "dsprites_full", "dsprites_noshape",
-                 "color_dsprites", "noisy_dsprites", "scream_dsprites", "shapes3d")
+                 "color_dsprites", "noisy_dsprites", "scream_dsprites", "shapes3d", "cars3d", "smallnorb")
 PROCEDURAL_DATASETS = ("mpi3d_sim_toy", "mpi3d_sim_realistic", "dsprites_sim", "shapes3d_sim")
 DATASET_NAMES = FILE_DATASETS + PROCEDURAL_DATASETS
 OWN_DATA_PREFIX = "h5:"
@@ -54,6 +54,12 @@ def get_dataset(name, data_dir=None, **options):
     if name == "shapes3d":
         from submission.data.h5_datasets import Shapes3dH5
         return Shapes3dH5.from_data_dir(data_dir or default_data_dir(), **options)
+    if name == "cars3d":
+        from submission.data.mat_datasets import Cars3d
+        return Cars3d.from_data_dir(data_dir or default_data_dir(), **options)
+    if name == "smallnorb":
+        from submission.data.mat_datasets import SmallNorb
+        return SmallNorb.from_data_dir(data_dir or default_data_dir(), **options)
     if is_dataset_name(name) and name.startswith(OWN_DATA_PREFIX):
         from submission.data.h5_datasets import OwnH5Dataset
         return OwnH5Dataset(Path(name[len(OWN_DATA_PREFIX):]).expanduser(), **options)
