@@ -143,3 +143,13 @@ def test_a_dataset_fetched_by_hand_says_where_to_get_it(tmp_path):
         download("cars3d", tmp_path)
     with pytest.raises(DatasetError, match="nothing to download"):
         download("shapes3d_sim", tmp_path)
+
+
+def test_readme_datasets_table_lists_every_dataset():
+    from pathlib import Path
+    from submission.data import DATASET_NAMES
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("## Datasets"):readme.index("## Evaluating an existing TorchScript file")]
+    table = [line for line in section.splitlines() if line.startswith("| `")]
+    listed = {name for line in table for name in line.split("|")[1].replace("`", "").replace(" ", "").split(",")}
+    assert set(DATASET_NAMES) | {"h5:PATH"} == listed

@@ -74,10 +74,10 @@ SOURCES = {
                               "26 MB + 1 MB", "dSprites plus Munch's The Scream from Wikimedia Commons"),
     "shapes3d": Source((DataFile("3dshapes/3dshapes.h5", "https://storage.googleapis.com/3d-shapes/3dshapes.h5",
                                  "099a2078d58cec4daad0702c55d06868"),), "268 MB", "github.com/deepmind/3d-shapes"),
-    "cars3d": Source((DataFile("cars"),), "200 MB",
+    "cars3d": Source((DataFile("cars"),), "?",
                      "by hand: www.scottreed.info/files/nips2015-analogy-data.tar.gz; put its data/cars/*.mat in cars/"),
     "smallnorb": Source(tuple(DataFile(f"small_norb/smallnorb-{chunk}-{kind}.mat") for chunk in _NORB_CHUNKS
-                              for kind in ("dat", "cat", "info")), "250 MB",
+                              for kind in ("dat", "cat", "info")), "0.9 GB",
                         "by hand: cs.nyu.edu/~ylclab/data/norb-v1.0-small/ (the six *.mat.gz, gunzipped into small_norb/)"),
 }
 SOURCES.update({name: _PROCEDURAL for name in DATASET_NAMES if name not in SOURCES})
