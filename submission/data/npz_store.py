@@ -69,6 +69,18 @@ def _remove_stale_temps(target):
             temp.unlink(missing_ok=True)
 
 
+def _open_temp(target):
+    """(temp path, open binary file) beside ``target`` for an atomic write, after removing dead runs' temps."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(target)
+        temp = target.with_name(target.name + TEMP_MARKER + str(os.getpid()))
+        return temp, open(temp, "wb")
+    except OSError as error:
+        raise DatasetError(f"{target.parent}: cannot write the .npy cache ({error.strerror or error}); "
+                           f"expected a writable directory (pass cache_dir= to use another)") from None
+
+
 def convert_npz_member(npz_path, key, target, expected_dtype, image_shape, allowed_counts):
     """Stream ``key`` of ``npz_path`` into the .npy file ``target``; returns the array's shape.  Never holds the array in RAM."""
     npz_path, target = Path(npz_path), Path(target)
@@ -88,14 +100,7 @@ def convert_npz_member(npz_path, key, target, expected_dtype, image_shape, allow
             if info.file_size != expected_bytes:
                 raise DatasetError(f"{npz_path}[{key}]: member of {info.file_size:,} bytes; expected {expected_bytes:,} "
                                    f"for shape {shape} (truncated or corrupt file)")
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                _remove_stale_temps(target)
-                temp = target.with_name(target.name + TEMP_MARKER + str(os.getpid()))
-                out = open(temp, "wb")
-            except OSError as error:
-                raise DatasetError(f"{target.parent}: cannot write the .npy cache ({error.strerror or error}); "
-                                   f"expected a writable directory (pass cache_dir= to use another)") from None
+            temp, out = _open_temp(target)
             progress = _progress(expected_bytes, f"converting {npz_path.name}[{key}] to {target.name}")
             try:
                 with out:
@@ -260,14 +265,7 @@ def write_npy_atomically(target, shape, dtype, chunks, source):
     """
     target, dtype = Path(target), np.dtype(dtype)
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(target)
-        temp = target.with_name(target.name + TEMP_MARKER + str(os.getpid()))
-        out = open(temp, "wb")
-    except OSError as error:
-        raise DatasetError(f"{target.parent}: cannot write the .npy cache ({error.strerror or error}); "
-                           f"expected a writable directory (pass cache_dir= to use another)") from None
+    temp, out = _open_temp(target)
     data_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     progress = _progress(data_bytes, f"converting {source} to {target.name}")
     try:
