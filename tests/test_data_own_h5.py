@@ -136,3 +136,24 @@ def test_the_readme_example_trains_and_evaluates(squares, tmp_path):
                           gin_bindings=["mig.num_train = 500", "sap_score.num_train = 300", "sap_score.num_test = 150"])
     assert report["errors"] == {} and all(np.isfinite(report["scores"][m]) for m in ("mig", "sap_score"))
     assert report["info"]["dataset"] == name
+
+
+def test_the_pipeline_accepts_an_own_data_name(squares, tmp_path):
+    from submission import pipeline
+    (tmp_path / "data").mkdir()
+    env = {"AICROWD_OUTPUT_PATH": str(tmp_path / "out"), "AICROWD_EVALUATION_NAME": "own",
+           "DISENTANGLEMENT_LIB_DATA": str(tmp_path / "data"), "PRETRAINED_DIR": str(tmp_path / "pretrained"),
+           "AICROWD_DATASET_NAME": f"h5:{squares}"}
+    assert pipeline.read_config(env).dataset == f"h5:{squares}"
+    with pytest.raises(pipeline.ConfigError, match="absent.h5: file not found"):
+        pipeline.read_config(dict(env, AICROWD_DATASET_NAME=f"h5:{tmp_path / 'absent.h5'}"))
+
+
+def test_memory_storage_and_a_bad_storage_name(squares):
+    in_ram = get_dataset(f"h5:{squares}", storage="memory")
+    np.testing.assert_array_equal(in_ram.images_from_factors(np.array([[1, 3]])),
+                                  get_dataset(f"h5:{squares}").images_from_factors(np.array([[1, 3]])))
+    (squares.parent / "my_squares.images.npy").unlink()
+    with pytest.raises(DatasetError, match="storage 'gpu'"):
+        get_dataset(f"h5:{squares}", storage="gpu")
+    assert not (squares.parent / "my_squares.images.npy").exists()

@@ -20,7 +20,7 @@ import numpy as np
 
 from submission.data.errors import DatasetError
 from submission.data.factor_grid import factor_strides
-from submission.data.npz_datasets import StoredGridDataset
+from submission.data.npz_datasets import StoredGridDataset, check_storage
 from submission.data.npz_store import (CHUNK_BYTES, DiskImages, cache_path, cached_npy, check_array_header,
                                        write_npy_atomically)
 from submission.data.registry import OWN_DATA_PREFIX
@@ -101,6 +101,7 @@ class OwnH5Dataset(StoredGridDataset):
     def __init__(self, path, storage="disk", cache_dir=None):
         path = Path(path)
         self.name = OWN_DATA_PREFIX + str(path)
+        check_storage(storage, self.name)  # before any conversion
         expected = "an HDF5 file with 'images' (N, H, W, C) uint8 and attributes factor_names, factor_sizes"
         with open_h5(path, expected) as handle:
             self.factor_names, sizes = read_grid_attributes(handle, path)
@@ -147,6 +148,7 @@ class Shapes3dH5(StoredGridDataset):
     def __init__(self, path, layouts=None, storage="disk", cache_dir=None):
         layouts = layouts or SHAPES3D_LAYOUTS
         path = Path(path)
+        check_storage(storage, self.name)  # before any conversion
         expected = ("DeepMind's 3dshapes.h5 (get it with `python -m submission.data.download shapes3d`, "
                     "or use the procedural stand-in 'shapes3d_sim')")
         with open_h5(path, expected) as handle:

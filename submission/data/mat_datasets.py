@@ -21,7 +21,7 @@ import numpy as np
 
 from submission.data.errors import DatasetError
 from submission.data.factor_grid import RandomGivenFactors, factor_strides
-from submission.data.npz_datasets import StoredGridDataset
+from submission.data.npz_datasets import StoredGridDataset, check_storage
 from submission.data.npz_store import DiskImages, cache_path, cached_npy, write_npy_atomically
 
 CARS3D_OBJECTS = 183
@@ -100,6 +100,7 @@ class Cars3d(StoredGridDataset):
 
     def __init__(self, directory, storage="disk", cache_dir=None):
         directory = Path(directory)
+        check_storage(storage, self.name)  # before any conversion
         files = car_files(directory)
         sizes = (*CARS3D_VIEWS, len(files))
         target = cache_path(directory, "images", cache_dir)
