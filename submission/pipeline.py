@@ -85,8 +85,8 @@ def check_writable(path: str, what: str) -> None:
 
 
 def _check_dataset(name: str, data_dir: str, data_dir_explicit: bool) -> None:
-    from submission.data import DATASET_NAMES, DatasetError, get_dataset
-    if name not in DATASET_NAMES:
+    from submission.data import DATASET_NAMES, DatasetError, get_dataset, is_dataset_name
+    if not is_dataset_name(name):
         raise ConfigError(f"AICROWD_DATASET_NAME={name!r} is unknown; known datasets: {', '.join(DATASET_NAMES)}")
     if data_dir_explicit and not os.path.isdir(data_dir):
         raise ConfigError(f"DISENTANGLEMENT_LIB_DATA={data_dir!r} does not exist or is not a directory")

@@ -248,3 +248,36 @@ def test_disk_storage_never_maps_the_file_and_mmap_is_an_alias(tmp_path):
     if os.path.exists("/proc/self/maps"):
         with open("/proc/self/maps") as maps:
             assert "m.images.npy" not in maps.read()
+
+
+COMPLEX_SUBGRID = [[0, 1, 2, 3], [0, 1, 2, 3], [1], [0], [2], [5], [0, 39]]
+COMPLEX_SIZES = tuple(len(v) for v in COMPLEX_SUBGRID)
+
+
+def test_mpi3d_complex_is_told_apart_by_name_not_by_count(tmp_path, monkeypatch):
+    sim = get_dataset("mpi3d_sim_toy")
+    for name in ("mpi3d_complex", "mpi3d_toy"):
+        write_npz(sim, tmp_path / name / f"{name}.npz", COMPLEX_SUBGRID)
+    count = int(np.prod(COMPLEX_SIZES))
+    monkeypatch.setattr("submission.data.npz_datasets.MPI3D_COMPLEX_LAYOUTS", {count: COMPLEX_SIZES})
+    monkeypatch.setattr("submission.data.npz_datasets.MPI3D_LAYOUTS", {count: COMPLEX_SIZES})
+    complex_objects = get_dataset("mpi3d_complex", data_dir=tmp_path)
+    assert complex_objects.value_names == {"object_colour": ("yellow", "green", "olive", "red"),
+                                           "object_shape": ("coffee_cup", "tennis_ball", "croissant", "beer_cup")}
+    assert complex_objects.factor_names[:2] == ("object_colour", "object_shape")
+    # Known indices: sub-factor rows map to the full grid through COMPLEX_SUBGRID, read from the file row-major.
+    sub = np.array([[1, 2, 0, 0, 0, 0, 1], [3, 0, 0, 0, 0, 0, 0]])
+    full = np.stack([np.asarray(v)[sub[:, i]] for i, v in enumerate(COMPLEX_SUBGRID)], axis=1)
+    np.testing.assert_array_equal(complex_objects.images_from_factors(sub), sim.images_from_factors(full))
+    # The same count under the toy name keeps toy semantics: no complex value names.
+    assert get_dataset("mpi3d_toy", data_dir=tmp_path).value_names == {}
+
+
+def test_mpi3d_complex_layout_and_its_count_check(tmp_path):
+    from submission.data.npz_datasets import MPI3D_COMPLEX_LAYOUTS
+    assert MPI3D_COMPLEX_LAYOUTS == {460_800: (4, 4, 2, 3, 3, 40, 40)}
+    path = tmp_path / "mpi3d_complex" / "mpi3d_complex.npz"
+    path.parent.mkdir()
+    _write_member(path, "images", np.zeros((5, 64, 64, 3), np.uint8))
+    with pytest.raises(DatasetError, match=r"5 images; expected one of 460,800$"):
+        get_dataset("mpi3d_complex", data_dir=tmp_path)

@@ -4,19 +4,20 @@ import numpy as np
 import pytest
 
 from submission.data import get_dataset
-from submission.data import mpi3d_render
+from submission.data import mpi3d_render, shapes3d_render
 
 
-@pytest.mark.parametrize("name", ["mpi3d_sim_toy", "mpi3d_sim_realistic", "dsprites_sim"])
+@pytest.mark.parametrize("name", ["mpi3d_sim_toy", "mpi3d_sim_realistic", "dsprites_sim", "shapes3d_sim"])
 def test_same_factors_give_the_same_image_even_after_the_caches_are_rebuilt(name):
     ds = get_dataset(name)
     factors = ds.sample_factors(32, np.random.RandomState(3))
     first = ds.images_from_factors(factors)
     mpi3d_render._CACHES.clear()
+    shapes3d_render._TABLES.clear()
     np.testing.assert_array_equal(first, get_dataset(name).images_from_factors(factors[::-1])[::-1])
 
 
-@pytest.mark.parametrize("name", ["mpi3d_sim_toy", "mpi3d_sim_realistic", "dsprites_sim"])
+@pytest.mark.parametrize("name", ["mpi3d_sim_toy", "mpi3d_sim_realistic", "dsprites_sim", "shapes3d_sim"])
 def test_changing_any_single_factor_by_one_step_changes_the_image(name):
     ds = get_dataset(name)
     sizes = np.array(ds.factors_num_values)
@@ -82,7 +83,7 @@ def probe_features(images):
     return np.concatenate([pooled, np.log1p(spectrum)], axis=1)
 
 
-@pytest.mark.parametrize("name", ["mpi3d_sim_toy", "mpi3d_sim_realistic", "dsprites_sim"])
+@pytest.mark.parametrize("name", ["mpi3d_sim_toy", "mpi3d_sim_realistic", "dsprites_sim", "shapes3d_sim"])
 def test_every_factor_is_recoverable_by_a_simple_classifier(name):
     ds = get_dataset(name)
     factors = ds.sample_factors(2500, np.random.RandomState(7))
@@ -91,3 +92,40 @@ def test_every_factor_is_recoverable_by_a_simple_classifier(name):
     for factor, (accuracy, size) in enumerate(zip(accuracies, ds.factors_num_values)):
         # "Well above chance": at least twice chance, and for binary factors at least 0.65.
         assert accuracy > (0.65 if size == 2 else 2.0 / size), f"{name} factor {factor}: {accuracy:.2f}, chance {1 / size:.2f}"
+
+
+def test_shapes3d_sim_each_hue_colours_its_own_region():
+    """Floor hue changes only the lower image, wall hue only the upper, object hue only the box around the object."""
+    ds = get_dataset("shapes3d_sim")
+    factors = ds.sample_factors(64, np.random.RandomState(8))
+    base = ds.images_from_factors(factors)
+    rows = {}
+    for factor in range(3):
+        stepped = factors.copy()
+        stepped[:, factor] = (stepped[:, factor] + 5) % 10
+        changed = np.any(ds.images_from_factors(stepped) != base, axis=(0, 3))
+        assert changed.any()
+        rows[factor] = np.flatnonzero(changed.any(axis=1))
+        if factor == 2:
+            columns = np.flatnonzero(changed.any(axis=0))
+            assert columns.min() >= 12 and columns.max() <= 52 and rows[2].min() >= 20
+    assert rows[0].min() >= 28 and rows[1].max() <= 52 and rows[1].min() == 0
+
+
+def test_shapes3d_sim_grid_is_the_published_one():
+    ds = get_dataset("shapes3d_sim")
+    assert ds.factors_num_values == [10, 10, 10, 8, 4, 15] and ds.observation_shape == [64, 64, 3]
+    assert ds.factor_names == ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
+
+
+@pytest.mark.slow
+def test_training_and_evaluation_run_on_shapes3d_sim(tmp_path):
+    import evaluate
+    from submission.train import main as train_main
+    code = train_main(["--gin_file", "submission/configs/beta_vae.gin", "--dataset", "shapes3d_sim", "--output",
+                       str(tmp_path / "train"), "--budget", "120s", "--max_steps", "3", "--no_report",
+                       "--gin_binding", "model.architecture='mlp'", "--gin_binding", "training.batch_size=8"])
+    assert code == 0
+    report = evaluate.run(str(tmp_path / "representation" / "pytorch_model.pt"), "shapes3d_sim", str(tmp_path / "eval"),
+                          metrics=["mig"], quick=True, gin_bindings=["mig.num_train = 500"])
+    assert report["errors"] == {} and np.isfinite(report["scores"]["mig"])

@@ -8,6 +8,6 @@ See ARCHITECTURE.md ("Datasets") for the contract.
 """
 
 from submission.data.errors import DatasetError
-from submission.data.registry import DATASET_NAMES, default_data_dir, get_dataset
+from submission.data.registry import DATASET_NAMES, default_data_dir, get_dataset, is_dataset_name
 
-__all__ = ["DATASET_NAMES", "DatasetError", "default_data_dir", "get_dataset"]
+__all__ = ["DATASET_NAMES", "DatasetError", "default_data_dir", "get_dataset", "is_dataset_name"]

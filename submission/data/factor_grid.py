@@ -92,3 +92,31 @@ class FactorGridDataset(GroundTruthData):
 
     def __repr__(self):
         return f"{type(self).__name__}(name={self.name!r}, factor_sizes={list(self.factor_sizes)})"
+
+
+class RandomGivenFactors(FactorGridDataset):
+    """A grid dataset whose observations are random given the factors, as some of dlib's are (dSprites variants, SmallNORB).
+
+    Subclasses implement ``render(factors, random_state) -> uint8 NHWC``, drawing the random parts from ``random_state``.
+    Observations are its uint8 images / 255; the evaluator notices the randomness and scores such a dataset the reference way.
+    """
+
+    def render(self, factors, random_state):
+        raise NotImplementedError
+
+    def sample_observations_from_factors(self, factors, random_state):
+        factors = check_factors(factors, self.factor_sizes, self.name)
+        return self.render(factors, random_state).astype(np.float32) * np.float32(1.0 / 255.0)
+
+    def images_from_factors(self, factors, random_state=None):
+        """uint8 NHWC; random parts from ``random_state`` (default: a fresh RandomState(0), so repeatable)."""
+        factors = check_factors(factors, self.factor_sizes, self.name)
+        return self.render(factors, random_state or np.random.RandomState(0))
+
+    def sample_batch(self, batch_size, rng):
+        factors = np.stack([rng.integers(0, size, size=batch_size) for size in self.factor_sizes], axis=1).astype(np.int64)
+        images = self.render(factors, np.random.RandomState(int(rng.integers(1 << 31))))
+        return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))), torch.from_numpy(factors)
+
+    def _images(self, factors):
+        return self.render(factors, np.random.RandomState(0))

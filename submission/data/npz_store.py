@@ -9,7 +9,6 @@ name, check its size, then rename; an interrupted conversion leaves only a temp 
 
 import logging
 import os
-import sys
 import threading
 import zipfile
 from pathlib import Path
@@ -49,29 +48,10 @@ def check_array_header(shape, fortran_order, dtype, source, expected_dtype, imag
         raise DatasetError(f"{source}: {shape[0]:,} images; expected one of {', '.join(f'{c:,}' for c in allowed_counts)}")
 
 
-def _progress(total, description):
-    """tqdm bar on a terminal, else plain stderr lines every 10% (none for small files): ``update(n)`` and ``close()``."""
-    if total < 4 * CHUNK_BYTES:
-        return _LogProgress(0, description, quiet=True)
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-        return tqdm(total=total, unit="B", unit_scale=True, desc=description)
-    return _LogProgress(total, description)
-
-
-class _LogProgress:
-    def __init__(self, total, description, quiet=False):
-        self.total, self.description, self.done, self.next_report = max(total, 1), description, 0, 0.1
-        self.quiet = quiet
-
-    def update(self, count):
-        self.done += count
-        while not self.quiet and self.done / self.total >= self.next_report:
-            print(f"{self.description}: {round(self.next_report * 100)}%", file=sys.stderr, flush=True)
-            self.next_report += 0.1
-
-    def close(self):
-        pass
+def _progress(total_bytes, description):
+    """The kit's one progress display (``submission.progress``), counting bytes."""
+    from submission.progress import progress
+    return progress(total_bytes, description, unit="B")
 
 
 def _remove_stale_temps(target):
@@ -87,6 +67,18 @@ def _remove_stale_temps(target):
             alive = True
         if not alive:
             temp.unlink(missing_ok=True)
+
+
+def _open_temp(target):
+    """(temp path, open binary file) beside ``target`` for an atomic write, after removing dead runs' temps."""
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(target)
+        temp = target.with_name(target.name + TEMP_MARKER + str(os.getpid()))
+        return temp, open(temp, "wb")
+    except OSError as error:
+        raise DatasetError(f"{target.parent}: cannot write the .npy cache ({error.strerror or error}); "
+                           f"expected a writable directory (pass cache_dir= to use another)") from None
 
 
 def convert_npz_member(npz_path, key, target, expected_dtype, image_shape, allowed_counts):
@@ -108,14 +100,7 @@ def convert_npz_member(npz_path, key, target, expected_dtype, image_shape, allow
             if info.file_size != expected_bytes:
                 raise DatasetError(f"{npz_path}[{key}]: member of {info.file_size:,} bytes; expected {expected_bytes:,} "
                                    f"for shape {shape} (truncated or corrupt file)")
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-                _remove_stale_temps(target)
-                temp = target.with_name(target.name + TEMP_MARKER + str(os.getpid()))
-                out = open(temp, "wb")
-            except OSError as error:
-                raise DatasetError(f"{target.parent}: cannot write the .npy cache ({error.strerror or error}); "
-                                   f"expected a writable directory (pass cache_dir= to use another)") from None
+            temp, out = _open_temp(target)
             progress = _progress(expected_bytes, f"converting {npz_path.name}[{key}] to {target.name}")
             try:
                 with out:
@@ -241,14 +226,69 @@ class DiskImages:
 def open_npz_member(npz_path, key, expected_dtype, image_shape, allowed_counts, cache_dir=None):
     """DiskImages of ``key`` in ``npz_path``, converting it first if there is no up-to-date .npy beside it (or in cache_dir)."""
     npz_path = Path(npz_path)
-    target = Path(cache_dir or npz_path.parent) / f"{npz_path.stem}.{key}.npy"
-    if target.exists() and target.stat().st_mtime >= npz_path.stat().st_mtime:
-        with open(target, "rb") as handle:
-            shape, fortran_order, dtype, header_bytes = read_npy_header(handle, target)
-        complete = target.stat().st_size == header_bytes + int(np.prod(shape)) * dtype.itemsize
-        if complete:
-            check_array_header(shape, fortran_order, dtype, target, expected_dtype, image_shape, allowed_counts)
-            return DiskImages(target)
-        log.warning("%s: incomplete cache (%d bytes); converting afresh", target, target.stat().st_size)
+    target = cache_path(npz_path, key, cache_dir)
+    cached = cached_npy(target, npz_path, expected_dtype, image_shape, allowed_counts)
+    if cached is not None:
+        return cached
     convert_npz_member(npz_path, key, target, expected_dtype, image_shape, allowed_counts)
     return DiskImages(target)
+
+
+def cache_path(source, key, cache_dir=None):
+    """Where the .npy conversion of member ``key`` of ``source`` lives: ``<stem>.<key>.npy`` beside it or in cache_dir."""
+    return Path(cache_dir or Path(source).parent) / f"{Path(source).stem}.{key}.npy"
+
+
+def cached_npy(target, source, expected_dtype, image_shape, allowed_counts):
+    """DiskImages of ``target`` when it is a complete conversion at least as new as ``source``; None means convert afresh.
+
+    ``image_shape`` None accepts any row shape (the caller checks it).
+    """
+    target = Path(target)
+    if not target.exists() or target.stat().st_mtime < Path(source).stat().st_mtime:
+        return None
+    with open(target, "rb") as handle:
+        shape, fortran_order, dtype, header_bytes = read_npy_header(handle, target)
+    if target.stat().st_size != header_bytes + int(np.prod(shape)) * dtype.itemsize:
+        log.warning("%s: incomplete cache (%d bytes); converting afresh", target, target.stat().st_size)
+        return None
+    check_array_header(shape, fortran_order, dtype, target, expected_dtype,
+                       shape[1:] if image_shape is None else image_shape, allowed_counts)
+    return DiskImages(target)
+
+
+def write_npy_atomically(target, shape, dtype, chunks, source):
+    """Write a C-ordered .npy of ``shape`` whose rows come from ``chunks`` (arrays, in order) to ``target``; returns it.
+
+    Written under a temp name, its size checked, then renamed: a failure (a corrupt ``source``, a full disk) removes the
+    temp file and leaves nothing half-written.  ``source`` names the input in error messages.
+    """
+    target, dtype = Path(target), np.dtype(dtype)
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
+    temp, out = _open_temp(target)
+    data_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    progress = _progress(data_bytes, f"converting {source} to {target.name}")
+    try:
+        with out:
+            np.lib.format.write_array_header_1_0(out, header)
+            header_bytes = out.tell()
+            for chunk in chunks:
+                out.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())
+                progress.update(chunk.nbytes)
+        written = temp.stat().st_size
+        if written != header_bytes + data_bytes:
+            raise DatasetError(f"{source}: converted {written - header_bytes:,} bytes; expected {data_bytes:,} "
+                               f"(truncated or corrupt file)")
+        os.replace(temp, target)
+    except (OSError, EOFError, DatasetError) as error:
+        temp.unlink(missing_ok=True)
+        if isinstance(error, DatasetError):
+            raise
+        raise DatasetError(f"{source}: {type(error).__name__}: {error} while converting; "
+                           f"expected an intact file (truncated or corrupt?)") from None
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    finally:
+        progress.close()
+    return target

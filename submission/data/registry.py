@@ -1,4 +1,7 @@
-"""Dataset names -> dataset objects: the one place that knows which class serves which name."""
+"""Dataset names -> dataset objects: the one place that knows which class serves which name.
+
+Besides the names below, ``h5:PATH`` opens a user's own HDF5 file (format: README, "Datasets"; ``h5_datasets``).
+"""
 
 import os
 from pathlib import Path
@@ -7,9 +10,11 @@ from submission.data.errors import DatasetError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-FILE_DATASETS = ("mpi3d_toy", "mpi3d_realistic", "mpi3d_real", "dsprites_full")
-PROCEDURAL_DATASETS = ("mpi3d_sim_toy", "mpi3d_sim_realistic", "dsprites_sim")
+FILE_DATASETS = ("mpi3d_toy", "mpi3d_realistic", "mpi3d_real", "mpi3d_complex", "dsprites_full", "dsprites_noshape",
+                 "color_dsprites", "noisy_dsprites", "scream_dsprites", "shapes3d", "cars3d", "smallnorb")
+PROCEDURAL_DATASETS = ("mpi3d_sim_toy", "mpi3d_sim_realistic", "dsprites_sim", "shapes3d_sim")
 DATASET_NAMES = FILE_DATASETS + PROCEDURAL_DATASETS
+OWN_DATA_PREFIX = "h5:"
 
 
 def default_data_dir():
@@ -17,10 +22,16 @@ def default_data_dir():
     return Path(os.environ.get("DISENTANGLEMENT_LIB_DATA") or REPO_ROOT / "scratch" / "dataset")
 
 
+def is_dataset_name(name):
+    """Whether ``get_dataset`` knows ``name``: a registered name, or ``h5:PATH`` (whether the file is usable is its business)."""
+    return name in DATASET_NAMES or (isinstance(name, str) and name.startswith(OWN_DATA_PREFIX) and
+                                     len(name) > len(OWN_DATA_PREFIX))
+
+
 def get_dataset(name, data_dir=None, **options):
     """The dataset called ``name``; ``options`` go to file-backed loaders (``storage``, ``cache_dir``).
 
-    Procedural datasets take no options and need no file.
+    Procedural datasets take no options and need no file.  ``h5:PATH`` is a user's own HDF5 file (``data_dir`` unused).
     """
     if name == "mpi3d_sim_toy" or name == "mpi3d_sim_realistic":
         from submission.data.mpi3d_render import Mpi3dSim
@@ -28,10 +39,29 @@ def get_dataset(name, data_dir=None, **options):
     if name == "dsprites_sim":
         from submission.data.dsprites_render import DspritesSim
         return DspritesSim()
-    if name in ("mpi3d_toy", "mpi3d_realistic", "mpi3d_real"):
+    if name == "shapes3d_sim":
+        from submission.data.shapes3d_render import Shapes3dSim
+        return Shapes3dSim()
+    if name in ("mpi3d_toy", "mpi3d_realistic", "mpi3d_real", "mpi3d_complex"):
         from submission.data.npz_datasets import Mpi3dNpz
         return Mpi3dNpz.from_data_dir(name, data_dir or default_data_dir(), **options)
     if name == "dsprites_full":
         from submission.data.npz_datasets import DspritesNpz
         return DspritesNpz.from_data_dir(data_dir or default_data_dir(), **options)
-    raise DatasetError(f"unknown dataset name {name!r}; expected one of: {', '.join(DATASET_NAMES)}")
+    if name in ("dsprites_noshape", "color_dsprites", "noisy_dsprites", "scream_dsprites"):
+        from submission.data.dsprites_variants import make_variant
+        return make_variant(name, data_dir or default_data_dir(), **options)
+    if name == "shapes3d":
+        from submission.data.h5_datasets import Shapes3dH5
+        return Shapes3dH5.from_data_dir(data_dir or default_data_dir(), **options)
+    if name == "cars3d":
+        from submission.data.mat_datasets import Cars3d
+        return Cars3d.from_data_dir(data_dir or default_data_dir(), **options)
+    if name == "smallnorb":
+        from submission.data.mat_datasets import SmallNorb
+        return SmallNorb.from_data_dir(data_dir or default_data_dir(), **options)
+    if is_dataset_name(name) and name.startswith(OWN_DATA_PREFIX):
+        from submission.data.h5_datasets import OwnH5Dataset
+        return OwnH5Dataset(Path(name[len(OWN_DATA_PREFIX):]).expanduser(), **options)
+    raise DatasetError(f"unknown dataset name {name!r}; expected one of: {', '.join(DATASET_NAMES)}, "
+                       f"or h5:PATH for your own HDF5 file")
