@@ -41,7 +41,8 @@ def _evaluate_parser():
     parser.add_argument("--gin_file", action="append", default=[], help="extra gin file (repeatable)")
     parser.add_argument("--gin_binding", action="append", default=[], help="extra gin binding (repeatable)")
     parser.add_argument("--batch_size", type=int, default=64, help="images per model call in the fast bulk pass")
-    parser.add_argument("--jobs", type=int, default=None, help="processes for DCI's fits (default: all CPUs)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="cores to use: the encoder's threads plus DCI's fit processes (default: all CPUs)")
     parser.add_argument("--data_dir", default=None, help="data directory (default: $DISENTANGLEMENT_LIB_DATA)")
     return parser
 

@@ -14,6 +14,7 @@ import functools
 import json
 import os
 import tempfile
+import threading
 import time
 
 import numpy as np
@@ -156,10 +157,10 @@ def _run_reference(run, dataset, represent):
     return {}
 
 
-def _run_fast(run, dataset, represent, num_codes, batch_size, jobs):
+def _record(run, keyed, num_codes):
+    """metric -> the requests (arrays of grid indices) its dlib function makes, in order: each metric run against
+    stand-ins, its sampling unchanged, its costly scorers stubbed."""
     from evaluate import replay
-    keyed = replay.KeyedObservations(dataset)
-    start = time.monotonic()
     requests = {}
     for metric in run.metrics:
         try:
@@ -171,29 +172,98 @@ def _run_fast(run, dataset, represent, num_codes, batch_size, jobs):
             requests[metric] = recorder.requests
         except Exception as exc:
             run.fail(metric, exc)
+    return requests
+
+
+def _beside(background, started, foreground):
+    """Run ``background`` on a thread; once ``started`` is set (or it has ended), run ``foreground`` here; wait for both."""
+    failure = []
+
+    def target():
+        try:
+            background()
+        except BaseException as exc:  # re-raised here: an EvaluationError must not die with its thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, name="evaluate-dci")
+    thread.start()
+    try:
+        while not started.wait(0.2) and thread.is_alive():
+            pass
+        result = foreground()
+    finally:
+        thread.join()
+    if failure:
+        raise failure[0]
+    return result
+
+
+def _run_fast(run, dataset, represent, num_codes, batch_size, jobs):
+    from evaluate import replay
+    keyed = replay.KeyedObservations(dataset)
+    start = time.monotonic()
+    requests = _record(run, keyed, num_codes)
     all_requests = [r for metric in requests for r in requests[metric]]
     requested = int(sum(len(r) for r in all_requests))
-    keys = np.unique(np.concatenate(all_requests)) if all_requests else np.zeros(0, np.int64)
+    distinct = len(np.unique(np.concatenate(all_requests))) if all_requests else 0
     record_s = time.monotonic() - start
-    log(f"recorded {requested} image requests of {len(requests)} metrics ({len(keys)} distinct) in {record_s:.1f} s")
+    log(f"recorded {requested} image requests of {len(requests)} metrics ({distinct} distinct) in {record_s:.1f} s")
     _report_progress(0.05)
 
     start = time.monotonic()
-    codes = replay.encode_all(keyed, represent, keys, batch_size, threads=jobs)
-    verified = replay.verify_batch_sizes(keyed, represent, all_requests, keys, codes, batch_size)
+    cores = jobs or replay.available_cpus()
+    share = replay.CpuShare(cores)
+    by_size = replay.requests_by_size(all_requests)
+    plan, samples = replay.plan_batch_sizes(keyed, represent, by_size, batch_size, share)
+    caches = replay.caches_for(plan, batch_size)
+    # DCI's requests are few and its fits are long: encode them first, so that the fits run while the rest is encoded.
+    overlap = "dci" in requests and len(requests) > 1
+    first = requests["dci"] if overlap else all_requests
+    sampled = [request for pairs in samples.values() for request, _ in pairs]
+    encoded = replay.fill_caches(keyed, represent, first + sampled, caches, share)
+    for size in replay.failed_checks(samples, caches):
+        log(f"batch size {size}: a code depends on more than the batch size (which images share the batch, or their "
+            f"order); its {len(by_size[size])} requests are computed exactly as dlib batches them")
+        plan[size] = replay.EXACT
+        del caches[size]
+    served = replay.ServedRepresentation(keyed, represent, caches)
+    first_s = time.monotonic() - start
+    _report_progress(0.2)
+
+    scored_first = []
+    if overlap:
+        # Requests no cache serves are computed here, exactly as dlib calls them, before DCI's thread starts: the model
+        # then never runs on two threads at once with different torch settings.
+        for request in requests["dci"]:
+            if len(request) not in caches:
+                served.exact_ahead[request.tobytes()] = represent(keyed.images(request))
+        # Half the cores fit, the others encode; as fits finish, the encoder takes their cores.
+        gbt = replay.ParallelImportanceGbt(jobs=max(1, cores // 2), own_process=True)
+        share.busy = gbt.busy
+        rest = [r for metric in requests if metric != "dci" for r in requests[metric]]
+        more = _beside(lambda: run.score("dci", keyed, served, importance_gbt=gbt, images=keyed.images), gbt.submitted,
+                       lambda: replay.fill_caches(keyed, represent, rest, caches, share))
+        share.busy = None
+        for label, count in more.items():
+            encoded[label] = encoded.get(label, 0) + count
+        scored_first.append("dci")
     encode_s = time.monotonic() - start
-    log(f"encoded {len(keys)} distinct images in {encode_s:.1f} s ({len(keys) / max(encode_s, 1e-9):.0f} img/s)")
+    log(f"encoded {sum(encoded.values())} images ({', '.join(f'{k}: {v}' for k, v in encoded.items()) or 'none'}) in "
+        f"{encode_s:.1f} s{' beside DCI' if overlap else ''}")
     _report_progress(0.5)
 
-    cached = replay.CachedRepresentation(keyed, represent, keys, codes, verified)
-    importance_gbt = replay.importance_gbt_parallel(jobs=jobs)
-    for i, metric in enumerate(requests):
-        run.score(metric, keyed, cached, importance_gbt=importance_gbt, images=keyed.images)
-        _report_progress(0.5 + 0.5 * (i + 1) / len(requests))
-    if cached.computed:
-        log(f"{cached.computed} images were encoded on request, exactly as dlib batches them")
-    return {"requested": requested, "distinct": int(len(keys)), "computed_on_request": int(cached.computed),
-            "record_s": round(record_s, 2), "encode_s": round(encode_s, 2)}
+    importance_gbt = replay.ParallelImportanceGbt(jobs=cores)
+    remaining = [metric for metric in requests if metric not in scored_first]
+    for i, metric in enumerate(remaining):
+        run.score(metric, keyed, served, importance_gbt=importance_gbt, images=keyed.images)
+        _report_progress(0.5 + 0.5 * (i + 1) / len(remaining))
+    if served.computed:
+        log(f"{served.computed} images were encoded on request, exactly as dlib batches them")
+    return {"requested": requested, "distinct": int(distinct),
+            "batch_sizes": {str(size): {"requests": len(by_size[size]), "served": plan[size]} for size in sorted(plan)},
+            "encoded": encoded, "served_from_cache": int(served.served), "computed_ahead": int(served.served_ahead),
+            "computed_on_request": int(served.computed), "dci_beside_encoding": overlap,
+            "record_s": round(record_s, 2), "first_encode_s": round(first_s, 2), "encode_s": round(encode_s, 2)}
 
 
 def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, gin_files=(), gin_bindings=(),
@@ -211,7 +281,7 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
       quick: add ``configs/quick.gin`` (~1/10 of the samples): NOT the leaderboard's settings.
       gin_files, gin_bindings: more settings, applied after the metric's own (and quick) files.
       batch_size: images per model call in the fast path's bulk encoding.
-      jobs: processes for DCI's fits (default: the CPUs available).
+      jobs: cores to use, shared by the encoder's threads and DCI's fit processes (default: the CPUs available).
       data_dir: where file-backed datasets live (default ``$DISENTANGLEMENT_LIB_DATA``).
 
     Returns:
