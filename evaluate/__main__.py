@@ -2,6 +2,7 @@
 
     python -m evaluate --model PATH --dataset NAME --output DIR [--metrics m1 m2 ...] [--reference] [--quick]
                        [--gin_file F]... [--gin_binding B]... [--batch_size 64] [--jobs N] [--data_dir DIR]
+                       [--device cpu|cuda]
     python -m evaluate compare DIR1 DIR2 ...
 
 Default metrics: the five leaderboard ones and ``extra`` (MIC, active dims, total correlation, reconstruction error;
@@ -44,6 +45,9 @@ def _evaluate_parser():
     parser.add_argument("--jobs", type=int, default=None,
                         help="cores to use: the encoder's threads plus DCI's fit processes (default: all CPUs)")
     parser.add_argument("--data_dir", default=None, help="data directory (default: $DISENTANGLEMENT_LIB_DATA)")
+    parser.add_argument("--device", default="cpu",
+                        help="where the model encodes: cpu (default, like the reference) or cuda / cuda:N; codes from a "
+                             "GPU can differ from the CPU's by float rounding, and the report says so")
     return parser
 
 
@@ -62,7 +66,7 @@ def _evaluate(argv):
     from evaluate.runner import format_table, run
     report = run(args.model, args.dataset, args.output, metrics=args.metrics, reference=args.reference,
                  quick=args.quick, gin_files=args.gin_file, gin_bindings=args.gin_binding, batch_size=args.batch_size,
-                 jobs=args.jobs, data_dir=args.data_dir)
+                 jobs=args.jobs, data_dir=args.data_dir, device=args.device)
     print(format_table(report["info"]))
     return 1 if report["errors"] else 0
 

@@ -26,7 +26,8 @@ from evaluate.errors import EvaluationError
 from evaluate.metrics import (DEFAULT_METRICS, EXTRA, LEADERBOARD, SCORE_KEYS, SELECTABLE, evaluation_settings,
                               metric_config)
 from evaluate.progress import Progress, log
-from evaluate.representation import check_representation, kit_model, load_representation, representation_function
+from evaluate.representation import (check_representation, device_description, kit_model, load_representation,
+                                     representation_function, resolve_device)
 
 PROCEDURAL_HINT = ("download the file into $DISENTANGLEMENT_LIB_DATA (see README.md), or evaluate on a procedural "
                    "stand-in that needs no file: mpi3d_sim_toy or mpi3d_sim_realistic")
@@ -267,7 +268,7 @@ def _run_fast(run, dataset, represent, num_codes, batch_size, jobs):
 
 
 def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, gin_files=(), gin_bindings=(),
-        batch_size=64, jobs=None, data_dir=None):
+        batch_size=64, jobs=None, data_dir=None, device="cpu"):
     """Evaluate ``model`` on ``dataset`` with dlib's metrics at the challenge's settings; write into ``output_dir``.
 
     Args:
@@ -283,6 +284,8 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
       batch_size: images per model call in the fast path's bulk encoding.
       jobs: cores to use, shared by the encoder's threads and DCI's fit processes (default: the CPUs available).
       data_dir: where file-backed datasets live (default ``$DISENTANGLEMENT_LIB_DATA``).
+      device: ``cpu`` (default, like the challenge's CPU reference) or ``cuda``/``cuda:N``: where the model encodes (a
+        module passed in is moved there). Codes from a GPU can differ from the CPU's by float rounding; the report says so.
 
     Returns:
       dict with ``scores`` (the content of scores.json: leaderboard metric -> number, or None when it failed or did not
@@ -300,12 +303,14 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
             raise EvaluationError(f"unknown metric {metric!r}; expected some of: {', '.join(SELECTABLE)}")
     if batch_size < 1:
         raise EvaluationError(f"batch_size={batch_size}; expected a positive integer")
+    device = resolve_device(device)
     ds, dataset_name = open_dataset(dataset, data_dir)
     if isinstance(model, torch.nn.Module):
         module, model_name = model.eval(), type(model).__name__
     else:
         module, model_name = load_representation(model), os.fspath(model)
-    represent = representation_function(module, name=model_name)
+    module = module.to(device)
+    represent = representation_function(module, name=model_name, device=device)
     decoder_model = kit_model(module)
     num_codes = check_representation(represent, ds, name=model_name)
     metric_registry.import_dlib_metrics()
@@ -323,8 +328,8 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
             log(f"dataset {dataset_name} cannot be replayed ({reason}): using the reference path")
             mode = "reference"
     settings = "quick (NOT the leaderboard's settings)" if quick else "challenge"
-    log(f"{model_name} ({num_codes} codes) on {dataset_name}: {mode} mode, {settings} settings, metrics "
-        f"{', '.join(metrics)}")
+    log(f"{model_name} ({num_codes} codes) on {dataset_name}: {mode} mode, {settings} settings, encoding on "
+        f"{device_description(device)}, metrics {', '.join(metrics)}")
     state = _Run(output_dir, metrics, quick, tuple(gin_files), tuple(gin_bindings), model=decoder_model)
     if mode == "fast":
         images = _run_fast(state, ds, represent, num_codes, batch_size, jobs)
@@ -333,12 +338,17 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
 
     scores = {m: (float(state.results[m][SCORE_KEYS[m]]) if m in state.results else None) for m in LEADERBOARD}
     info = {"model": model_name, "dataset": dataset_name, "mode": mode, "settings": "quick" if quick else "challenge",
+            "device": device_description(device),
             "gin_files": list(gin_files), "gin_bindings": list(gin_bindings), "num_codes": num_codes,
             "metrics": {m: {"key": f"evaluation_results.{SCORE_KEYS[m]}",
                             "score": float(state.results[m][SCORE_KEYS[m]]) if m in state.results else None,
                             "seconds": state.seconds.get(m), "error": state.errors.get(m)}
                         for m in metrics if m != EXTRA},
             "images": images, "total_s": round(time.monotonic() - total_start, 2)}
+    if device.type != "cpu":
+        info["device_note"] = (f"codes computed on {info['device']}, not on the CPU like the reference: they can differ "
+                               "from a CPU evaluation's by float rounding, and so can the scores")
+        log(info["device_note"])
     if EXTRA in metrics:
         info["extra"] = _extra_info(state)
     write_json(os.path.join(output_dir, "scores.json"), scores)
@@ -385,6 +395,8 @@ def format_table(info):
     lines = [f"{info['model']} on {info['dataset']}: {info['mode']} mode, "
              f"{'QUICK settings (not the leaderboard numbers)' if info['settings'] == 'quick' else 'challenge settings'}, "
              f"{info['total_s']:.1f} s"]
+    if "device_note" in info:
+        lines.append(f"NOTE: {info['device_note']}")
     if info["metrics"]:
         lines.append(f"{'metric':<18} {'score':>7}  {'seconds':>7}  key")
     for metric, row in info["metrics"].items():

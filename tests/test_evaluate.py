@@ -112,6 +112,7 @@ def evaluate_tiny(model, tmp_path, metrics=("factor_vae_metric", "dci", "mig", "
 def test_identity_scores_near_one(tmp_path):
     report = evaluate_tiny(Identity(), tmp_path)
     assert report["errors"] == {}
+    assert report["info"]["device"] == "cpu" and "device_note" not in report["info"]  # the reference's device
     scores = report["scores"]
     assert scores["mig"] > 0.9
     assert scores["dci"] > 0.9
@@ -282,6 +283,15 @@ def test_output_layout_and_keys_match_the_challenge(tmp_path):
         assert aggregate["evaluation_config.evaluation.random_seed"] == "0"
         assert os.path.isfile(os.path.join(out, "metrics", metric, "results", "gin", "evaluation.gin"))
     assert not [n for n in os.listdir(os.path.join(out, "metrics")) if n.startswith(".")]  # no staging left
+
+
+def test_report_says_when_codes_came_from_another_device():
+    from evaluate.runner import format_table
+    info = {"model": "m.pt", "dataset": "d", "mode": "fast", "settings": "challenge", "total_s": 1.0, "metrics": {},
+            "device": "cpu"}
+    assert "NOTE" not in format_table(info)
+    info.update(device="cuda:0 (GPU)", device_note="codes computed on cuda:0 (GPU), not on the CPU like the reference")
+    assert format_table(info).splitlines()[1] == f"NOTE: {info['device_note']}"
 
 
 def test_challenge_settings_are_the_default():
