@@ -199,6 +199,25 @@ def _beside(background, started, foreground):
     return result
 
 
+def _score_dci_beside_encoding(run, keyed, represent, requests, caches, served, share):
+    """Score DCI (its caches filled) on a thread while this one encodes the other metrics' images; returns what the
+    encoder did. Half the cores fit, the others encode; as fits finish, the encoder takes their cores."""
+    from evaluate import replay
+    # Requests no cache serves are computed here, exactly as dlib calls them, before DCI's thread starts: the model then
+    # never runs on two threads at once with different torch settings.
+    for request in requests["dci"]:
+        if len(request) not in caches:
+            served.exact_ahead[request.tobytes()] = represent(keyed.images(request))
+    gbt = replay.ParallelImportanceGbt(jobs=max(1, share.cores // 2), own_process=True)
+    share.busy = gbt.busy
+    rest = [r for metric in requests if metric != "dci" for r in requests[metric]]
+    try:
+        return _beside(lambda: run.score("dci", keyed, served, importance_gbt=gbt, images=keyed.images),
+                       gbt.submitted, lambda: replay.fill_caches(keyed, represent, rest, caches, share))
+    finally:
+        share.busy = None
+
+
 def _run_fast(run, dataset, represent, num_codes, batch_size, jobs):
     from evaluate import replay
     keyed = replay.KeyedObservations(dataset)
@@ -231,30 +250,16 @@ def _run_fast(run, dataset, represent, num_codes, batch_size, jobs):
     first_s = time.monotonic() - start
     _report_progress(0.2)
 
-    scored_first = []
     if overlap:
-        # Requests no cache serves are computed here, exactly as dlib calls them, before DCI's thread starts: the model
-        # then never runs on two threads at once with different torch settings.
-        for request in requests["dci"]:
-            if len(request) not in caches:
-                served.exact_ahead[request.tobytes()] = represent(keyed.images(request))
-        # Half the cores fit, the others encode; as fits finish, the encoder takes their cores.
-        gbt = replay.ParallelImportanceGbt(jobs=max(1, cores // 2), own_process=True)
-        share.busy = gbt.busy
-        rest = [r for metric in requests if metric != "dci" for r in requests[metric]]
-        more = _beside(lambda: run.score("dci", keyed, served, importance_gbt=gbt, images=keyed.images), gbt.submitted,
-                       lambda: replay.fill_caches(keyed, represent, rest, caches, share))
-        share.busy = None
-        for label, count in more.items():
+        for label, count in _score_dci_beside_encoding(run, keyed, represent, requests, caches, served, share).items():
             encoded[label] = encoded.get(label, 0) + count
-        scored_first.append("dci")
     encode_s = time.monotonic() - start
     log(f"encoded {sum(encoded.values())} images ({', '.join(f'{k}: {v}' for k, v in encoded.items()) or 'none'}) in "
         f"{encode_s:.1f} s{' beside DCI' if overlap else ''}")
     _report_progress(0.5)
 
     importance_gbt = replay.ParallelImportanceGbt(jobs=cores)
-    remaining = [metric for metric in requests if metric not in scored_first]
+    remaining = [metric for metric in requests if not (overlap and metric == "dci")]
     for i, metric in enumerate(remaining):
         run.score(metric, keyed, served, importance_gbt=importance_gbt, images=keyed.images)
         _report_progress(0.5 + 0.5 * (i + 1) / len(remaining))
