@@ -383,20 +383,36 @@ class ParallelImportanceGbt:
     While DCI runs beside the encoder, ``submitted`` is set once the fits are in their processes or about to run in this
     one (forking while encoder threads run is avoided), and ``busy()`` says how many processes are still fitting, so that the encoder takes the remaining cores.
     ``own_process``: fit in a worker process even with one worker (this process's cores then go to the encoder).
+    ``slots``: a callable giving how many fits may run at once now, so that the encoder keeps its share of the cores.
     """
 
-    def __init__(self, jobs=None, min_work=None, own_process=False):
+    def __init__(self, jobs=None, min_work=None, own_process=False, slots=None):
         from disentanglement_lib.evaluation.metrics import dci
         from sklearn import ensemble
         self.sequential = dci.compute_importance_gbt  # dlib's own, captured before the caller patches it
         self.n_estimators = ensemble.GradientBoostingClassifier().n_estimators
         self.jobs, self.own_process = jobs, own_process
+        self.slots = slots  # how many fits may run at once now (read again as fits finish); None: one per process
         self.min_work = MIN_PARALLEL_WORK if min_work is None else min_work
         self.submitted = threading.Event()
-        self._futures, self._workers = [], 0
+        self._futures = []
 
     def busy(self):
-        return min(self._workers, sum(not future.done() for future in self._futures))
+        return sum(not future.done() for future in list(self._futures))
+
+    def _submit_as_slots_allow(self, pool, calls):
+        """Submit ``calls`` (function, args) in order, no more running at once than ``slots()`` allows; their results."""
+        from concurrent.futures import FIRST_COMPLETED, wait
+        pending, running = list(calls), set()
+        while pending or running:
+            limit = self.slots() if self.slots else len(pending) + len(running)
+            while pending and len(running) < max(1, limit):
+                fn, args = pending.pop(0)
+                self._futures.append(pool.submit(fn, *args))
+                running.add(self._futures[-1])
+            self.submitted.set()  # the processes exist now: the encoder can start its threads
+            running = wait(running, timeout=0.5, return_when=FIRST_COMPLETED).not_done
+        return [future.result() for future in self._futures]
 
     def __call__(self, x_train, y_train, x_test, y_test):
         try:
@@ -418,11 +434,10 @@ class ParallelImportanceGbt:
         order = sorted(range(num_factors), key=lambda i: -trees[i])
         log(f"DCI: fitting {num_factors} gradient-boosting classifiers on {workers} process{'es' * (workers > 1)}")
         with _process_pool(workers) as pool:
-            self._workers = workers
-            self._futures = [pool.submit(_fit_one_factor, x_train, y_train[i:i + 1], x_test, y_test[i:i + 1],
-                                         states[i], states[i + 1]) for i in order]
-            self.submitted.set()
-            fits = [future.result() for future in self._futures]
+            self._futures = []
+            fits = self._submit_as_slots_allow(pool, [(_fit_one_factor, (x_train, y_train[i:i + 1], x_test,
+                                                                         y_test[i:i + 1], states[i], states[i + 1]))
+                                                      for i in order])
         if not all(as_predicted for _, as_predicted in fits):
             log("DCI: sklearn drew from numpy's RNG differently than predicted; refitting one factor after another")
             np.random.set_state(states[0])

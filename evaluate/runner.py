@@ -201,19 +201,29 @@ def _beside(background, started, foreground):
 
 def _score_dci_beside_encoding(run, keyed, represent, requests, caches, served, share):
     """Score DCI (its caches filled) on a thread while this one encodes the other metrics' images; returns what the
-    encoder did. Half the cores fit, the others encode; as fits finish, the encoder takes their cores."""
+    encoder did. While both run, half the cores fit and the others encode; whichever finishes first leaves its cores to
+    the other (the encoder takes the cores of finished fits; the fits take all once the encoder is done)."""
     from evaluate import replay
     # Requests no cache serves are computed here, exactly as dlib calls them, before DCI's thread starts: the model then
     # never runs on two threads at once with different torch settings.
     for request in requests["dci"]:
         if len(request) not in caches:
             served.exact_ahead[request.tobytes()] = represent(keyed.images(request))
-    gbt = replay.ParallelImportanceGbt(jobs=max(1, share.cores // 2), own_process=True)
-    share.busy = gbt.busy
+    encoded = threading.Event()
+    gbt = replay.ParallelImportanceGbt(jobs=share.cores, own_process=True,
+                                       slots=lambda: share.cores if encoded.is_set() else max(1, share.cores // 2))
     rest = [r for metric in requests if metric != "dci" for r in requests[metric]]
+
+    def encode_rest():
+        try:
+            return replay.fill_caches(keyed, represent, rest, caches, share)
+        finally:
+            encoded.set()
+
+    share.busy = gbt.busy
     try:
         return _beside(lambda: run.score("dci", keyed, served, importance_gbt=gbt, images=keyed.images),
-                       gbt.submitted, lambda: replay.fill_caches(keyed, represent, rest, caches, share))
+                       gbt.submitted, encode_rest)
     finally:
         share.busy = None
 

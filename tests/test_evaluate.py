@@ -265,6 +265,31 @@ def test_parallel_boosted_trees_equal_dlibs_loop():
     assert not np.array_equal(dci.compute_importance_gbt(*args)[0], sequential[0])
 
 
+def test_fits_and_encoder_share_the_cores():
+    """The fits never take more slots than allowed while the encoder runs; the encoder takes the cores fits leave."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    from evaluate import replay
+    running, most, lock = [0], [0], threading.Lock()
+
+    def fit(i):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return i
+
+    gbt = replay.ParallelImportanceGbt(jobs=4, slots=lambda: 2)
+    with ThreadPoolExecutor(4) as pool:  # a stand-in for the worker processes
+        assert gbt._submit_as_slots_allow(pool, [(fit, (i,)) for i in range(6)]) == list(range(6))
+    assert most[0] == 2 and gbt.submitted.is_set() and gbt.busy() == 0
+    share = replay.CpuShare(4, busy=lambda: 3)
+    assert share.threads() == 1 and replay.CpuShare(4).threads() == 4 and replay.CpuShare(2, lambda: 5).threads() == 1
+
+
 def test_output_layout_and_keys_match_the_challenge(tmp_path):
     out = os.path.join(tmp_path, "run")
     code = cli_main(["--model", script(Identity(), tmp_path), "--dataset", "factor_pixels_unused", "--output", out])
