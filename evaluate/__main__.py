@@ -2,6 +2,7 @@
 
     python -m evaluate --model PATH --dataset NAME --output DIR [--metrics m1 m2 ...] [--reference] [--quick]
                        [--gin_file F]... [--gin_binding B]... [--batch_size 64] [--jobs N] [--data_dir DIR]
+                       [--device cpu|cuda]
     python -m evaluate compare DIR1 DIR2 ...
 
 Default metrics: the five leaderboard ones and ``extra`` (MIC, active dims, total correlation, reconstruction error;
@@ -41,8 +42,15 @@ def _evaluate_parser():
     parser.add_argument("--gin_file", action="append", default=[], help="extra gin file (repeatable)")
     parser.add_argument("--gin_binding", action="append", default=[], help="extra gin binding (repeatable)")
     parser.add_argument("--batch_size", type=int, default=64, help="images per model call in the fast bulk pass")
-    parser.add_argument("--jobs", type=int, default=None, help="processes for DCI's fits (default: all CPUs)")
+    parser.add_argument("--jobs", type=int, default=None,
+                        help="cores to use: the encoder's threads plus DCI's fit processes (default: all CPUs)")
     parser.add_argument("--data_dir", default=None, help="data directory (default: $DISENTANGLEMENT_LIB_DATA)")
+    parser.add_argument("--job_dir", default=None, help="report progress to this job directory's progress.jsonl "
+                                                        "(the pipeline sets it)")
+    parser.add_argument("--grader_span", default="0,1", help="this stage's share a,b of the job's progress bar")
+    parser.add_argument("--device", default="cpu",
+                        help="where the model encodes: cpu (default, like the reference) or cuda / cuda:N; codes from a "
+                             "GPU can differ from the CPU's by float rounding, and the report says so")
     return parser
 
 
@@ -56,12 +64,21 @@ def _compare(argv):
     return 0
 
 
+def _span(text):
+    try:
+        lo, hi = (float(v) for v in str(text).split(","))
+    except ValueError:
+        raise EvaluationError(f"--grader_span {text!r} is malformed: expected two fractions a,b such as 0.9,1") from None
+    return lo, hi
+
+
 def _evaluate(argv):
     args = _evaluate_parser().parse_args(argv)
     from evaluate.runner import format_table, run
     report = run(args.model, args.dataset, args.output, metrics=args.metrics, reference=args.reference,
                  quick=args.quick, gin_files=args.gin_file, gin_bindings=args.gin_binding, batch_size=args.batch_size,
-                 jobs=args.jobs, data_dir=args.data_dir)
+                 jobs=args.jobs, data_dir=args.data_dir, device=args.device,
+                 grader=(args.job_dir, _span(args.grader_span)) if args.job_dir else None)
     print(format_table(report["info"]))
     return 1 if report["errors"] else 0
 

@@ -43,14 +43,45 @@ def load_representation(path):
     return (RepresentationModule(module) if kind == "checkpoint" else module).eval()
 
 
-def representation_function(module, name="representation"):
+def resolve_device(device):
+    """The torch device to encode on: ``cpu`` (the default, like the CPU reference), or ``cuda``/``cuda:N`` when torch
+    sees that GPU. Anything else is one EvaluationError line."""
+    try:
+        resolved = torch.device(device or "cpu")
+    except (RuntimeError, TypeError):
+        raise EvaluationError(f"--device {device!r}: expected cpu, cuda or cuda:N") from None
+    if resolved.type == "cpu":
+        return resolved
+    if resolved.type != "cuda":
+        raise EvaluationError(f"--device {device!r}: expected cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise EvaluationError(f"--device {device}: torch sees no CUDA device here (torch.cuda.is_available() is False); "
+                              "use --device cpu")
+    if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise EvaluationError(f"--device {device}: torch sees {torch.cuda.device_count()} CUDA device(s); expected an "
+                              "index below that")
+    return resolved
+
+
+def device_description(device):
+    """What evaluation_run.json records: ``cpu``, or the GPU's name."""
+    if device.type != "cuda":
+        return "cpu"
+    return f"{device} ({torch.cuda.get_device_name(device)})"
+
+
+def representation_function(module, name="representation", device=None):
     """dlib's ``representation_function`` for ``module``: NHWC float array in [0, 1] -> float32 (N, D) numpy array.
 
-    Every call is checked: a tensor, 2-D, one row per image, float32, finite. A fault raises EvaluationError naming ``name``.
+    The images go to ``device`` (default: the CPU) as float32 NCHW; the module must already be there. Every call is
+    checked: a tensor, 2-D, one row per image, float32, finite. A fault raises EvaluationError naming ``name``.
     """
+    device = torch.device(device or "cpu")
 
     def represent(observations):
         x = torch.from_numpy(np.moveaxis(np.asarray(observations), 3, 1)).float()
+        if device.type != "cpu":
+            x = x.to(device)
         try:
             with torch.no_grad():
                 y = module(x)

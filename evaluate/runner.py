@@ -12,6 +12,7 @@ Either way, each metric's results dict is dlib's own, saved with dlib's own writ
 """
 import functools
 import os
+import threading
 import time
 
 import numpy as np
@@ -24,7 +25,8 @@ from submission.artifacts import atomic_write_json, write_scores
 from evaluate.metrics import (DEFAULT_METRICS, EXTRA, LEADERBOARD, SCORE_KEYS, SELECTABLE, evaluation_settings,
                               metric_config)
 from evaluate.progress import Progress, log
-from evaluate.representation import check_representation, kit_model, load_representation, representation_function
+from evaluate.representation import (check_representation, device_description, kit_model, load_representation,
+                                     representation_function, resolve_device)
 
 PROCEDURAL_HINT = ("download the file into $DISENTANGLEMENT_LIB_DATA (see README.md), or evaluate on a procedural "
                    "stand-in that needs no file: mpi3d_sim_toy or mpi3d_sim_realistic")
@@ -66,12 +68,12 @@ class _CountingRepresentation:
         return codes
 
 
-def _report_progress(fraction):
-    """Tell the pipeline's progress bar, when run as one of its stages (it sets KIT_PROGRESS_SPAN)."""
-    if os.environ.get("KIT_PROGRESS_SPAN"):
+def _report_progress(run, fraction):
+    """Tell the job's progress bar (``run.grader``: (job directory, span), given when evaluating as a pipeline stage)."""
+    if run.grader is not None:
         try:
             import aicrowd_helpers
-            aicrowd_helpers.register_progress(fraction)
+            aicrowd_helpers.register_progress(fraction, *run.grader)
         except Exception:  # the evaluator's results never depend on the progress bar
             pass
 
@@ -79,8 +81,8 @@ def _report_progress(fraction):
 class _Run:
     """State of one evaluation: settings, results so far, and the per-metric scoring step shared by both modes."""
 
-    def __init__(self, output_dir, metrics, quick, gin_files, gin_bindings, model=None):
-        self.output_dir, self.metrics = output_dir, metrics
+    def __init__(self, output_dir, metrics, quick, gin_files, gin_bindings, model=None, grader=None):
+        self.output_dir, self.metrics, self.grader = output_dir, metrics, grader
         self.config = dict(quick=quick, gin_files=gin_files, gin_bindings=gin_bindings)
         self.model = model  # the kit model behind a checkpoint (the extra metrics' decoder), or None
         self.results, self.errors, self.seconds = {}, {}, {}
@@ -135,14 +137,14 @@ def _run_reference(run, dataset, represent):
     for i, metric in enumerate(run.metrics):
         with Progress(f"{metric}: encoding") as progress:
             run.score(metric, dataset, _CountingRepresentation(represent, progress))
-        _report_progress((i + 1) / len(run.metrics))
+        _report_progress(run, (i + 1) / len(run.metrics))
     return {}
 
 
-def _run_fast(run, dataset, represent, num_codes, batch_size, jobs):
+def _record(run, keyed, num_codes):
+    """metric -> the requests (arrays of grid indices) its dlib function makes, in order: each metric run against
+    stand-ins, its sampling unchanged, its costly scorers stubbed."""
     from evaluate import replay
-    keyed = replay.KeyedObservations(dataset)
-    start = time.monotonic()
     requests = {}
     for metric in run.metrics:
         try:
@@ -154,33 +156,117 @@ def _run_fast(run, dataset, represent, num_codes, batch_size, jobs):
             requests[metric] = recorder.requests
         except Exception as exc:
             run.fail(metric, exc)
+    return requests
+
+
+def _beside(background, started, foreground):
+    """Run ``background`` on a thread; once ``started`` is set (or it has ended), run ``foreground`` here; wait for both."""
+    failure = []
+
+    def target():
+        try:
+            background()
+        except BaseException as exc:  # re-raised here: an EvaluationError must not die with its thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=target, name="evaluate-dci")
+    thread.start()
+    try:
+        while not started.wait(0.2) and thread.is_alive():
+            pass
+        result = foreground()
+    finally:
+        thread.join()
+    if failure:
+        raise failure[0]
+    return result
+
+
+def _score_dci_beside_encoding(run, keyed, represent, requests, caches, served, share):
+    """Score DCI (its caches filled) on a thread while this one encodes the other metrics' images; returns what the
+    encoder did. While both run, half the cores fit and the others encode; whichever finishes first leaves its cores to
+    the other (the encoder takes the cores of finished fits; the fits take all once the encoder is done)."""
+    from evaluate import replay
+    # Requests no cache serves are computed here, exactly as dlib calls them, before DCI's thread starts: the model then
+    # never runs on two threads at once with different torch settings.
+    for request in requests["dci"]:
+        if len(request) not in caches:
+            served.exact_ahead[request.tobytes()] = represent(keyed.images(request))
+    encoded = threading.Event()
+    gbt = replay.ParallelImportanceGbt(jobs=share.cores, own_process=True,
+                                       slots=lambda: share.cores if encoded.is_set() else max(1, share.cores // 2))
+    rest = [r for metric in requests if metric != "dci" for r in requests[metric]]
+
+    def encode_rest():
+        try:
+            return replay.fill_caches(keyed, represent, rest, caches, share)
+        finally:
+            encoded.set()
+
+    share.busy = gbt.busy
+    try:
+        return _beside(lambda: run.score("dci", keyed, served, importance_gbt=gbt, images=keyed.images),
+                       gbt.submitted, encode_rest)
+    finally:
+        share.busy = None
+
+
+def _run_fast(run, dataset, represent, num_codes, batch_size, jobs):
+    from evaluate import replay
+    keyed = replay.KeyedObservations(dataset)
+    start = time.monotonic()
+    requests = _record(run, keyed, num_codes)
     all_requests = [r for metric in requests for r in requests[metric]]
     requested = int(sum(len(r) for r in all_requests))
-    keys = np.unique(np.concatenate(all_requests)) if all_requests else np.zeros(0, np.int64)
+    distinct = len(np.unique(np.concatenate(all_requests))) if all_requests else 0
     record_s = time.monotonic() - start
-    log(f"recorded {requested} image requests of {len(requests)} metrics ({len(keys)} distinct) in {record_s:.1f} s")
-    _report_progress(0.05)
+    log(f"recorded {requested} image requests of {len(requests)} metrics ({distinct} distinct) in {record_s:.1f} s")
+    _report_progress(run, 0.05)
 
     start = time.monotonic()
-    codes = replay.encode_all(keyed, represent, keys, batch_size, threads=jobs)
-    verified = replay.verify_batch_sizes(keyed, represent, all_requests, keys, codes, batch_size)
-    encode_s = time.monotonic() - start
-    log(f"encoded {len(keys)} distinct images in {encode_s:.1f} s ({len(keys) / max(encode_s, 1e-9):.0f} img/s)")
-    _report_progress(0.5)
+    cores = jobs or replay.available_cpus()
+    share = replay.CpuShare(cores)
+    by_size = replay.requests_by_size(all_requests)
+    plan, samples = replay.plan_batch_sizes(keyed, represent, by_size, batch_size, share)
+    caches = replay.caches_for(plan, batch_size)
+    # DCI's requests are few and its fits are long: encode them first, so that the fits run while the rest is encoded.
+    overlap = "dci" in requests and len(requests) > 1
+    first = requests["dci"] if overlap else all_requests
+    sampled = [request for pairs in samples.values() for request, _ in pairs]
+    encoded = replay.fill_caches(keyed, represent, first + sampled, caches, share)
+    for size in replay.failed_checks(samples, caches):
+        log(f"batch size {size}: a code depends on more than the batch size (which images share the batch, or their "
+            f"order); its {len(by_size[size])} requests are computed exactly as dlib batches them")
+        plan[size] = replay.EXACT
+        del caches[size]
+    served = replay.ServedRepresentation(keyed, represent, caches)
+    first_s = time.monotonic() - start
+    _report_progress(run, 0.2)
 
-    cached = replay.CachedRepresentation(keyed, represent, keys, codes, verified)
-    importance_gbt = replay.importance_gbt_parallel(jobs=jobs)
-    for i, metric in enumerate(requests):
-        run.score(metric, keyed, cached, importance_gbt=importance_gbt, images=keyed.images)
-        _report_progress(0.5 + 0.5 * (i + 1) / len(requests))
-    if cached.computed:
-        log(f"{cached.computed} images were encoded on request, exactly as dlib batches them")
-    return {"requested": requested, "distinct": int(len(keys)), "computed_on_request": int(cached.computed),
-            "record_s": round(record_s, 2), "encode_s": round(encode_s, 2)}
+    if overlap:
+        for label, count in _score_dci_beside_encoding(run, keyed, represent, requests, caches, served, share).items():
+            encoded[label] = encoded.get(label, 0) + count
+    encode_s = time.monotonic() - start
+    log(f"encoded {sum(encoded.values())} images ({', '.join(f'{k}: {v}' for k, v in encoded.items()) or 'none'}) in "
+        f"{encode_s:.1f} s{' beside DCI' if overlap else ''}")
+    _report_progress(run, 0.5)
+
+    importance_gbt = replay.ParallelImportanceGbt(jobs=cores)
+    remaining = [metric for metric in requests if not (overlap and metric == "dci")]
+    for i, metric in enumerate(remaining):
+        run.score(metric, keyed, served, importance_gbt=importance_gbt, images=keyed.images)
+        _report_progress(run, 0.5 + 0.5 * (i + 1) / len(remaining))
+    if served.computed:
+        log(f"{served.computed} images were encoded on request, exactly as dlib batches them")
+    return {"requested": requested, "distinct": int(distinct),
+            "batch_sizes": {str(size): {"requests": len(by_size[size]), "served": plan[size]} for size in sorted(plan)},
+            "encoded": encoded, "served_from_cache": int(served.served), "computed_ahead": int(served.served_ahead),
+            "computed_on_request": int(served.computed), "dci_beside_encoding": overlap,
+            "record_s": round(record_s, 2), "first_encode_s": round(first_s, 2), "encode_s": round(encode_s, 2)}
 
 
 def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, gin_files=(), gin_bindings=(),
-        batch_size=64, jobs=None, data_dir=None):
+        batch_size=64, jobs=None, data_dir=None, device="cpu", grader=None):
     """Evaluate ``model`` on ``dataset`` with dlib's metrics at the challenge's settings; write into ``output_dir``.
 
     Args:
@@ -192,10 +278,13 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
         aggregate posterior's sampled TC) never enters scores.json.
       reference: call dlib the plain way instead of the fast replay (same numbers, several times slower).
       quick: add ``configs/quick.gin`` (~1/10 of the samples): NOT the leaderboard's settings.
+      grader: (job directory, (a, b)) to report progress to the challenge's event log as the [a, b] share of a job.
       gin_files, gin_bindings: more settings, applied after the metric's own (and quick) files.
       batch_size: images per model call in the fast path's bulk encoding.
-      jobs: processes for DCI's fits (default: the CPUs available).
+      jobs: cores to use, shared by the encoder's threads and DCI's fit processes (default: the CPUs available).
       data_dir: where file-backed datasets live (default ``$DISENTANGLEMENT_LIB_DATA``).
+      device: ``cpu`` (default, like the challenge's CPU reference) or ``cuda``/``cuda:N``: where the model encodes (a
+        module passed in is moved there). Codes from a GPU can differ from the CPU's by float rounding; the report says so.
 
     Returns:
       dict with ``scores`` (the content of scores.json: leaderboard metric -> number, or None when it failed or did not
@@ -213,12 +302,14 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
             raise EvaluationError(f"unknown metric {metric!r}; expected some of: {', '.join(SELECTABLE)}")
     if batch_size < 1:
         raise EvaluationError(f"batch_size={batch_size}; expected a positive integer")
+    device = resolve_device(device)
     ds, dataset_name = open_dataset(dataset, data_dir)
     if isinstance(model, torch.nn.Module):
         module, model_name = model.eval(), type(model).__name__
     else:
         module, model_name = load_representation(model), os.fspath(model)
-    represent = representation_function(module, name=model_name)
+    module = module.to(device)
+    represent = representation_function(module, name=model_name, device=device)
     decoder_model = kit_model(module)
     num_codes = check_representation(represent, ds, name=model_name)
     metric_registry.import_dlib_metrics()
@@ -236,9 +327,9 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
             log(f"dataset {dataset_name} cannot be replayed ({reason}): using the reference path")
             mode = "reference"
     settings = "quick (NOT the leaderboard's settings)" if quick else "challenge"
-    log(f"{model_name} ({num_codes} codes) on {dataset_name}: {mode} mode, {settings} settings, metrics "
-        f"{', '.join(metrics)}")
-    state = _Run(output_dir, metrics, quick, tuple(gin_files), tuple(gin_bindings), model=decoder_model)
+    log(f"{model_name} ({num_codes} codes) on {dataset_name}: {mode} mode, {settings} settings, encoding on "
+        f"{device_description(device)}, metrics {', '.join(metrics)}")
+    state = _Run(output_dir, metrics, quick, tuple(gin_files), tuple(gin_bindings), model=decoder_model, grader=grader)
     if mode == "fast":
         images = _run_fast(state, ds, represent, num_codes, batch_size, jobs)
     else:
@@ -246,12 +337,17 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
 
     scores = {m: (float(state.results[m][SCORE_KEYS[m]]) if m in state.results else None) for m in LEADERBOARD}
     info = {"model": model_name, "dataset": dataset_name, "mode": mode, "settings": "quick" if quick else "challenge",
+            "device": device_description(device),
             "gin_files": list(gin_files), "gin_bindings": list(gin_bindings), "num_codes": num_codes,
             "metrics": {m: {"key": f"evaluation_results.{SCORE_KEYS[m]}",
                             "score": float(state.results[m][SCORE_KEYS[m]]) if m in state.results else None,
                             "seconds": state.seconds.get(m), "error": state.errors.get(m)}
                         for m in metrics if m != EXTRA},
             "images": images, "total_s": round(time.monotonic() - total_start, 2)}
+    if device.type != "cpu":
+        info["device_note"] = (f"codes computed on {info['device']}, not on the CPU like the reference: they can differ "
+                               "from a CPU evaluation's by float rounding, and so can the scores")
+        log(info["device_note"])
     if EXTRA in metrics:
         info["extra"] = _extra_info(state)
     write_scores(scores, os.path.join(output_dir, "scores.json"))
@@ -298,6 +394,8 @@ def format_table(info):
     lines = [f"{info['model']} on {info['dataset']}: {info['mode']} mode, "
              f"{'QUICK settings (not the leaderboard numbers)' if info['settings'] == 'quick' else 'challenge settings'}, "
              f"{info['total_s']:.1f} s"]
+    if "device_note" in info:
+        lines.append(f"NOTE: {info['device_note']}")
     if info["metrics"]:
         lines.append(f"{'metric':<18} {'score':>7}  {'seconds':>7}  key")
     for metric, row in info["metrics"].items():

@@ -226,7 +226,8 @@ def run(job: JobConfig) -> dict:
         quick = ["--quick"] if job.eval_settings == "quick" else []
         # Exit code 1: some metric failed, the others' results are written and worth showing.
         _run_stage("evaluate", ["evaluate", "--model", job.export_path, "--dataset", job.dataset,
-                                "--data_dir", job.data_dir, "--output", job.output_dir, *quick],
+                                "--data_dir", job.data_dir, "--output", job.output_dir,
+                                "--job_dir", job.output_dir, "--grader_span", f"{train_end:.4f},1", *quick],
                    ok_codes=(0, 1))
         scores = read_scores(job.layout.scores)
         # The run report was written at the end of training; write it again with the scores in it.

@@ -112,6 +112,7 @@ def evaluate_tiny(model, tmp_path, metrics=("factor_vae_metric", "dci", "mig", "
 def test_identity_scores_near_one(tmp_path):
     report = evaluate_tiny(Identity(), tmp_path)
     assert report["errors"] == {}
+    assert report["info"]["device"] == "cpu" and "device_note" not in report["info"]  # the reference's device
     scores = report["scores"]
     assert scores["mig"] > 0.9
     assert scores["dci"] > 0.9
@@ -137,19 +138,113 @@ def _equal(a, b):
     return a.keys() == b.keys() and all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in a)
 
 
-@pytest.mark.parametrize("model", [SmallConv, Identity], ids=["conv", "identity"])
-def test_fast_and_reference_give_identical_results(tmp_path, monkeypatch, model):
+class SizeNoise(Identity):
+    """The ideal code plus 1e-7 per image in the batch: codes differ between batch sizes by float noise, on every CPU,
+    but each depends only on its image and the batch's size."""
+
+    def forward(self, x):
+        return x[:, 0, 0, :self.scale.shape[0]] * self.scale + 1e-7 * x.shape[0]
+
+
+class PositionNoise(Identity):
+    """The ideal code plus 1e-7 times the row's position in the batch (like a kernel that treats a batch's last rows
+    apart): a code depends on where its image sits in the batch."""
+
+    def forward(self, x):
+        position = torch.arange(x.shape[0], dtype=torch.float32, device=x.device).unsqueeze(1)
+        return x[:, 0, 0, :self.scale.shape[0]] * self.scale + 1e-7 * position
+
+
+class NeighbourNoise(Identity):
+    """The ideal code plus 1e-7 times the batch's mean pixel: a code depends, by float noise, on the other images."""
+
+    def forward(self, x):
+        return x[:, 0, 0, :self.scale.shape[0]] * self.scale + 1e-7 * x[:, 0, 0, :3].mean()
+
+
+# FactorVAE and BetaVAE at their challenge batch size (64), the others at 16: both of dlib's sizes, and remainders.
+TWO_SIZES = TINY + ["factor_vae_score.batch_size = 64", "beta_vae_sklearn.batch_size = 64"]
+
+
+def _fast_and_reference(model, tmp_path, monkeypatch, bindings=TWO_SIZES):
+    """Both modes on all of dlib's metrics; also every answer the fast mode gave, to be recomputed the way dlib calls."""
     from evaluate import replay
     monkeypatch.setattr(replay, "MIN_PARALLEL_WORK", 0)  # DCI's fits in worker processes even on this small problem
+    answers = []
+    serve = replay.ServedRepresentation.__call__
+
+    def recording(self, keys):
+        codes = serve(self, keys)
+        answers.append((self, np.array(keys), codes))
+        return codes
+
+    monkeypatch.setattr(replay.ServedRepresentation, "__call__", recording)
     metrics = list(evaluate.METRIC_NAMES)
-    fast = evaluate_tiny(model(), tmp_path, metrics=metrics, name="fast")
-    reference = evaluate_tiny(model(), tmp_path, metrics=metrics, reference=True, name="reference")
+    path = script(model, tmp_path, "model.pt")
+    fast = evaluate.run(path, FactorPixels(), os.path.join(tmp_path, "fast"), metrics=metrics, gin_bindings=bindings,
+                        jobs=2)
+    reference = evaluate.run(path, FactorPixels(), os.path.join(tmp_path, "reference"), metrics=metrics,
+                             gin_bindings=bindings, reference=True, jobs=2)
     assert fast["info"]["mode"] == "fast" and reference["info"]["mode"] == "reference"
-    assert fast["info"]["images"]["computed_on_request"] == 0  # every request came from the bulk pass
+    assert fast["errors"] == {} and reference["errors"] == {}
     fast_results, reference_results = _dlib_results(fast), _dlib_results(reference)
     assert set(fast_results) == set(metrics)
     for metric in metrics:
         assert _equal(fast_results[metric], reference_results[metric]), metric
+    # Every request was answered with the very bits dlib's own call would have given.
+    for served, keys, codes in answers:
+        assert np.array_equal(codes, served.represent(served.keyed.images(keys)))
+    assert sum(len(keys) for _, keys, _ in answers) == fast["info"]["images"]["requested"]
+    return fast["info"]["images"]
+
+
+@pytest.mark.parametrize("model", [SmallConv, Identity], ids=["conv", "identity"])
+def test_fast_and_reference_give_identical_results(tmp_path, monkeypatch, model):
+    # Which path a real conv net takes depends on the CPU's float kernels; only the outcome is asserted.
+    images = _fast_and_reference(model(), tmp_path, monkeypatch)
+    served = images["served_from_cache"] + images["computed_ahead"] + images["computed_on_request"]
+    assert served == images["requested"]
+
+
+def _by_size(images):
+    return {int(size): row["served"] for size, row in images["batch_sizes"].items()}
+
+
+def test_codes_that_depend_on_the_batch_size_are_served_per_size(tmp_path, monkeypatch):
+    images = _fast_and_reference(SizeNoise(), tmp_path, monkeypatch)
+    # 64 equals the bulk batch: served in bulk; 16 gets its own images encoded in batches of 16; the remainders of
+    # dlib's loops (8, 12) are too few to batch and are computed request by request.
+    assert _by_size(images) == {64: "bulk", 16: "per_size", 8: "exact", 12: "exact"}
+    assert set(images["encoded"]) == {"bulk (batches of 64)", "batch size 16"}
+    exact = 4 * 8 + 2 * 12
+    assert images["computed_ahead"] + images["computed_on_request"] == exact
+    assert images["served_from_cache"] == images["requested"] - exact
+
+
+@pytest.mark.parametrize("model", [PositionNoise, NeighbourNoise], ids=["position", "neighbours"])
+def test_codes_that_depend_on_more_than_the_batch_size_are_computed_exactly(tmp_path, monkeypatch, capsys, model):
+    images = _fast_and_reference(model(), tmp_path, monkeypatch)
+    assert set(_by_size(images).values()) == {"exact"}  # the sampled check failed for 16 and 64
+    assert images["served_from_cache"] == 0
+    assert "depends on more than the batch size" in capsys.readouterr().err
+
+
+def test_the_bulk_pass_runs_only_when_its_codes_are_used(tmp_path, monkeypatch):
+    from evaluate import replay
+    labels = []
+    encode = replay.encode_keys
+
+    def spy(keyed, represent, keys, batch_size, share, label="encoding", **kwargs):
+        labels.append((label, len(keys)))
+        return encode(keyed, represent, keys, batch_size, share, label=label, **kwargs)
+
+    monkeypatch.setattr(replay, "encode_keys", spy)
+    report = evaluate.run(script(SizeNoise(), tmp_path), FactorPixels(), os.path.join(tmp_path, "out"),
+                          metrics=["mig", "irs"], gin_bindings=TINY, jobs=2)
+    assert report["info"]["images"]["encoded"] == {"batch size 16": report["info"]["images"]["encoded"]["batch size 16"]}
+    # Besides the probe's few images, nothing went through batches of 64.
+    assert [label for label, _ in labels if not label.startswith("probing")] == ["encoding: batch size 16"]
+    assert sum(n for label, n in labels if label.startswith("probing")) <= 16 * 16
 
 
 def test_parallel_boosted_trees_equal_dlibs_loop():
@@ -163,11 +258,36 @@ def test_parallel_boosted_trees_equal_dlibs_loop():
     sequential = dci.compute_importance_gbt(*args)
     sequential_state = np.random.get_state()
     np.random.seed(0)
-    parallel = replay.importance_gbt_parallel(jobs=2, min_work=0)(*args)
+    parallel = replay.ParallelImportanceGbt(jobs=2, min_work=0)(*args)
     assert np.array_equal(sequential[0], parallel[0]) and sequential[1:] == parallel[1:]
     assert replay._same_state(sequential_state, np.random.get_state())  # left where dlib's loop leaves it
     np.random.seed(1)  # the check can fail: another RNG state breaks the ties differently
     assert not np.array_equal(dci.compute_importance_gbt(*args)[0], sequential[0])
+
+
+def test_fits_and_encoder_share_the_cores():
+    """The fits never take more slots than allowed while the encoder runs; the encoder takes the cores fits leave."""
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+    from evaluate import replay
+    running, most, lock = [0], [0], threading.Lock()
+
+    def fit(i):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        return i
+
+    gbt = replay.ParallelImportanceGbt(jobs=4, slots=lambda: 2)
+    with ThreadPoolExecutor(4) as pool:  # a stand-in for the worker processes
+        assert gbt._submit_as_slots_allow(pool, [(fit, (i,)) for i in range(6)]) == list(range(6))
+    assert most[0] == 2 and gbt.submitted.is_set() and gbt.busy() == 0
+    share = replay.CpuShare(4, busy=lambda: 3)
+    assert share.threads() == 1 and replay.CpuShare(4).threads() == 4 and replay.CpuShare(2, lambda: 5).threads() == 1
 
 
 def test_output_layout_and_keys_match_the_challenge(tmp_path):
@@ -188,6 +308,15 @@ def test_output_layout_and_keys_match_the_challenge(tmp_path):
         assert aggregate["evaluation_config.evaluation.random_seed"] == "0"
         assert os.path.isfile(os.path.join(out, "metrics", metric, "results", "gin", "evaluation.gin"))
     assert not [n for n in os.listdir(os.path.join(out, "metrics")) if n.startswith(".")]  # no staging left
+
+
+def test_report_says_when_codes_came_from_another_device():
+    from evaluate.runner import format_table
+    info = {"model": "m.pt", "dataset": "d", "mode": "fast", "settings": "challenge", "total_s": 1.0, "metrics": {},
+            "device": "cpu"}
+    assert "NOTE" not in format_table(info)
+    info.update(device="cuda:0 (GPU)", device_note="codes computed on cuda:0 (GPU), not on the CPU like the reference")
+    assert format_table(info).splitlines()[1] == f"NOTE: {info['device_note']}"
 
 
 def test_challenge_settings_are_the_default():

@@ -80,3 +80,15 @@ def test_bad_gin_binding_is_caught_before_writing(tmp_path):
         evaluate.run(script(Identity(), tmp_path), FactorPixels(), out, metrics=["mig"],
                      gin_bindings=["mig.no_such_setting = 3"])
     assert not os.path.exists(out)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA: --device cuda is accepted here")
+def test_cuda_asked_without_a_gpu_is_one_line(tmp_path, capsys):
+    out = os.path.join(tmp_path, "out")
+    code = cli_main(["--model", script(Identity(), tmp_path), "--dataset", "mpi3d_sim_toy", "--output", out,
+                     "--device", "cuda"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "--device cuda" in err[0] and "no CUDA device" in err[0]
+    assert not os.path.exists(out)
+    with pytest.raises(evaluate.EvaluationError, match="expected cpu, cuda or cuda:N"):
+        evaluate.run(script(Identity(), tmp_path), FactorPixels(), out, metrics=["mig"], device="tpu")
