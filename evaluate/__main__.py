@@ -92,6 +92,11 @@ def main(argv=None):
     except EvaluationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:      # a full disk, a read-only directory: every file written before is whole (atomic writes)
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error: writing{where} failed ({exc.strerror or exc}); files written before it are intact",
+              file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

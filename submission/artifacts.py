@@ -192,9 +192,13 @@ def load_latest_checkpoint(run_dir: str):
         problem = str(exc)
     if not os.path.exists(previous):
         raise ArtifactError(f"{problem}; no previous checkpoint to fall back to: remove {run_dir} to start afresh")
-    checkpoint = load_checkpoint(previous)
-    return checkpoint, previous, (f"{problem.split(':')[0]} is damaged; resuming from the previous checkpoint "
-                                  f"{previous} (step {checkpoint.get('step')})")
+    try:
+        checkpoint = load_checkpoint(previous)
+    except ArtifactError:
+        raise ArtifactError(f"{problem}; the previous checkpoint {previous} cannot be read either: remove {run_dir} to "
+                            f"start afresh") from None
+    return checkpoint, previous, (f"checkpoint {latest} cannot be read (damaged or not the trainer's); resuming from "
+                                  f"the previous one, {previous} (step {checkpoint.get('step')})")
 
 
 def check_architecture(checkpoint: dict, model, path: str) -> None:

@@ -8,7 +8,8 @@ import copy
 import torch
 from torch import nn
 
-from submission.artifacts import RepresentationModule, atomic_write
+from submission import artifacts
+from submission.artifacts import RepresentationModule
 
 
 class ExportError(RuntimeError):
@@ -36,7 +37,7 @@ def export_representation(model, path: str, atol: float = 1e-4, rtol: float = 1e
     probes = _probe_batches(channels)
     with torch.no_grad():
         traced = torch.jit.trace(module, probes[0], check_trace=False)
-    return atomic_write(path, lambda f: torch.jit.save(traced, f),
+    return artifacts.atomic_write(path, lambda f: torch.jit.save(traced, f),
                         check=lambda tmp: verify_export(tmp, model, probes, atol, rtol))
 
 

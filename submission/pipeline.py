@@ -96,6 +96,17 @@ def _check_dataset(name: str, data_dir: str, data_dir_explicit: bool) -> None:
         raise ConfigError(str(exc)) from None
 
 
+def _check_pretrained(path: str) -> None:
+    """A pretrained checkpoint that is there must load through the kit's one loader (weights only: nothing in it runs)."""
+    if not os.path.exists(path):
+        return
+    from submission.artifacts import ArtifactError, load_checkpoint
+    try:
+        load_checkpoint(path)
+    except ArtifactError as exc:
+        raise ConfigError(f"{exc} (the pretrained checkpoint; remove it to pretrain afresh)") from None
+
+
 def read_config(env=None) -> JobConfig:
     """Read and validate every variable; raise ConfigError (one line) on the first bad one. Writes nothing."""
     env = os.environ if env is None else env
@@ -128,6 +139,7 @@ def read_config(env=None) -> JobConfig:
     if eval_settings not in ("challenge", "quick"):
         raise ConfigError(f"EVAL_SETTINGS={eval_settings!r} is unknown; choose 'challenge' (the leaderboard's) or 'quick'")
     pretrained_dir = os.path.abspath(env.get("PRETRAINED_DIR") or os.path.join(REPO_ROOT, "pretrain", "checkpoints"))
+    _check_pretrained(os.path.join(pretrained_dir, f"{model}.pt"))
     return JobConfig(model=model, dataset=dataset, budget_s=budget_s, seed=seed, grading=grading,
                      evaluate=evaluate_flag in ("1", "true", "yes"), eval_settings=eval_settings,
                      output_dir=output_dir, data_dir=data_dir,

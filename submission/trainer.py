@@ -217,7 +217,9 @@ class Trainer:
         if self.rollbacks > self.max_rollbacks:
             self.log.line(f"non-finite loss at step {self.step_count} ({bad}) after {self.max_rollbacks} rollbacks: "
                           f"stopping with the last good model (step {self._snapshot['step']})")
+            rollbacks = self.rollbacks
             self.load_state_dict(_clone(self._snapshot), restore_rng=False)
+            self.rollbacks = rollbacks
             return False
         scale = self.rates.lr_scale * self.rollback_lr_factor
         self.log.line(f"non-finite loss at step {self.step_count} ({bad}): rolling back to step "
@@ -262,9 +264,10 @@ class Trainer:
             self.hooks.call("on_start", self)
             self.batches.start()
             reason = self._loop()
-        except BaseException:
+        except BaseException as exc:
             self.batches.stop()
-            self._emergency_export()
+            if not artifacts.is_disk_full(exc):   # a full disk: what is on disk is the last good state; keep it
+                self._emergency_export()
             raise
         finally:
             self.batches.stop()

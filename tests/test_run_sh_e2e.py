@@ -30,7 +30,7 @@ def test_run_sh_trains_exports_evaluates_and_prints_the_table(tmp_path):
     export = job / "representation" / "pytorch_model.pt"
     module = torch.jit.load(str(export), map_location="cpu")
     codes = module(torch.rand(5, 3, 64, 64))
-    assert codes.dtype == torch.float32 and codes.shape == (5, 10)
+    assert codes.dtype == torch.float32 and codes.shape == (5, 20)      # PVAE starts from 20 dimensions
     scores = json.loads((job / "scores.json").read_text())
     assert set(scores) == {"factor_vae_metric", "dci", "sap_score", "mig", "irs"}
     assert all(isinstance(v, float) and math.isfinite(v) and 0.0 <= v <= 1.0 for v in scores.values())
@@ -78,4 +78,4 @@ def test_sigterm_during_fine_tuning_leaves_a_valid_export_and_stops_the_job(tmp_
     assert proc.returncode == 130, output[-3000:]
     assert "SIGTERM received during fine-tune" in output and "=== evaluate" not in output
     module = torch.jit.load(str(tmp_path / "out" / "e2e" / "representation" / "pytorch_model.pt"))
-    assert module(torch.rand(2, 3, 64, 64)).shape == (2, 10)
+    assert module(torch.rand(2, 3, 64, 64)).shape == (2, 20)
