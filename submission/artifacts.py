@@ -95,6 +95,20 @@ def atomic_replace_dir(staging: str, final: str) -> None:
         os.replace(staging, final)
 
 
+def remove_temporaries(directory: str) -> int:
+    """Remove what killed atomic writes left in ``directory`` (their temporary files); only call it while holding the
+    directory's lock, so no write in progress is touched. Returns how many were removed."""
+    removed = 0
+    for name in os.listdir(directory) if os.path.isdir(directory) else ():
+        if name.startswith(".") and ".tmp-" in name:
+            try:
+                os.remove(os.path.join(directory, name))
+                removed += 1
+            except OSError:
+                pass
+    return removed
+
+
 def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT)
 

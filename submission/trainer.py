@@ -12,8 +12,7 @@ The deadline guarantee: an export of the latest good model exists before the bud
   * a NaN/inf loss rolls back to the last good in-memory snapshot with a lower learning rate (or stops after too many);
   * SIGTERM/SIGINT stop the loop at the end of the current step; the final checkpoint + export are still written;
   * any other error writes the export from the last good snapshot before it propagates.
-Checkpoints hold only tensors and primitive containers and load with ``weights_only=True``; the last two are kept.
-One run per output directory (``artifacts.RunLock``).
+Checkpoints load with ``weights_only=True``, the last two are kept; one run per output directory (``RunLock``).
 """
 import os
 import signal
@@ -72,8 +71,7 @@ class Trainer:
         self.rng = rng if rng is not None else np.random.default_rng(seed)
         self.max_steps, self.batch_size = int(max_steps), int(batch_size)
         self.snapshot_every, self.max_rollbacks = int(snapshot_every), int(max_rollbacks)
-        self.rollback_lr_factor = float(rollback_lr_factor)
-        self.checkpoint_every_s = float(checkpoint_every_s)
+        self.rollback_lr_factor, self.checkpoint_every_s = float(rollback_lr_factor), float(checkpoint_every_s)
         span = tuple(float(v) for v in progress_span)
         if len(span) != 2 or not 0.0 <= span[0] <= span[1] <= 1.0:
             raise TrainingError(f"training.progress_span {progress_span!r} is malformed: expected (start, end) with "
@@ -97,8 +95,7 @@ class Trainer:
         self.optimizer = self.rates.optimizer
 
         self.step_count, self.rollbacks, self.train_seconds = 0, 0, 0.0
-        self.export_seconds = float(export_estimate_s) if export_path else 0.0
-        self.save_seconds = 1.0
+        self.export_seconds, self.save_seconds = (float(export_estimate_s) if export_path else 0.0), 1.0
         self.tensorboard = bool(tensorboard)   # read by the CLI, which attaches the TensorBoard hook
         self.log = TrainingLog(output_dir, log_every_s)
         self.hooks = Hooks(hooks, log=self.log.line)
@@ -233,7 +230,7 @@ class Trainer:
     def _take_snapshot(self) -> None:
         self._snapshot = _clone(self.state_dict())
 
-    def _on_signal(self, signum, frame):
+    def _on_signal(self, signum, _frame):
         self._stop_signal = signal.Signals(signum).name
 
     def _stage_fraction(self) -> float:
@@ -246,6 +243,8 @@ class Trainer:
             lock = artifacts.RunLock(self.output_dir, "training run").__enter__()
         except ArtifactError as exc:
             raise TrainingError(str(exc)) from None
+        for directory in {self.output_dir, os.path.dirname(os.path.abspath(self.export_path or self.output_dir))}:
+            artifacts.remove_temporaries(directory)      # left by a killed run's writes
         try:
             return self._run_locked()
         finally:
