@@ -60,7 +60,12 @@ class TrialSpec:
 
     @property
     def recipe_file(self) -> str:
-        return os.path.join(REPO_ROOT, "submission", "configs", f"{self.recipe}.gin")
+        return recipe_file(self.recipe)
+
+
+def recipe_file(recipe: str) -> str:
+    """A recipe's gin file: ``submission/configs/<recipe>.gin``."""
+    return os.path.join(REPO_ROOT, "submission", "configs", f"{recipe}.gin")
 
 
 def run_path(study_dir: str, spec: TrialSpec) -> str:
@@ -78,10 +83,20 @@ def _stage(name: str, args: list, threads: int, log_path: str) -> float:
         log.write(f"\n=== {name}: {' '.join(args)}\n")
         log.flush()
         code = subprocess.call([sys.executable, "-m", *args], cwd=REPO_ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT)
+                               stderr=subprocess.STDOUT, preexec_fn=_term_with_parent)
     if code not in (0, 1) or (code == 1 and name != "evaluate"):
         raise TrialFailed(f"{name} failed with exit code {code}: {_last_error(log_path)}")
     return time.monotonic() - t0
+
+
+def _term_with_parent() -> None:
+    """In the stage's child: SIGTERM it when the trial's process dies (a killed Ray worker or study), so the trainer
+    checkpoints and stops instead of training on, orphaned, beside the rerun that resumes it. Linux only."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 def _last_error(log_path: str) -> str:
