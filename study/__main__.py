@@ -48,13 +48,12 @@ def _plan(args) -> list:
 
 
 def run(args, paths) -> int:
-    from study.runner import run_on_ray
-    from study.state import RunLock, add_to_manifest
+    from study.runner import run_study
+    from study.state import RunLock
     from study.table import write_table
     specs = _plan(args)
     with RunLock(paths):
-        add_to_manifest(paths, specs)
-        counts = run_on_ray(paths, specs, args.cpus_per_trial, args.gpus_per_trial, args.address)
+        counts = run_study(paths, specs, args.cpus_per_trial, args.gpus_per_trial, args.address)
     write_table(paths)
     print(f"study {paths.name}: {counts['done']} ran, {counts['failed']} failed, {counts['skipped']} already done; "
           f"{paths.study_dir}", flush=True)

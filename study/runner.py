@@ -8,20 +8,21 @@ instead of raising, so Tune never retries it and the others go on; the driver re
 The run JSON is written by the trial where it runs, and again by the driver from the trial's result when the study
 directory is not shared with that node (a cluster without a shared file system).
 """
+import contextlib
 import json
 import logging
 import os
 import socket
+import sys
 import tempfile
 
-from study.state import (StudyPaths, clear_failure, is_done, mark_running, record_failure, spec_from_key)
+from study.state import (StudyPaths, add_to_manifest, clear_failure, is_done, mark_running, record_failure,
+                         spec_from_key)
 from study.trial import REPO_ROOT
 
 # Ray reads these when it is imported: no usage report, no dashboard, no TensorBoard/CSV loggers in Tune's storage.
 RAY_QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
-                 "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0",
-                 "TUNE_MAX_PENDING_TRIALS_PG": "1", "RAY_TRAIN_V2_ENABLED": "0",
-                 "RAY_DEDUP_LOGS": "0", "TUNE_WARN_INSUFFICENT_RESOURCE_THRESHOLD_S": "0"}
+                 "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0"}
 # A Unix socket path holds at most 107 bytes and Ray puts ~60 after its temp dir; longer dirs go to the system's temp.
 MAX_TEMP_DIR_LEN = 45
 CONNECT_TIMEOUT_S = 10
@@ -75,14 +76,32 @@ def start_ray(paths: StudyPaths, address: str = None) -> None:
                   runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}})
     if address is None:
         os.makedirs(temp_dir(paths), exist_ok=True)
-        ray.init(address="local", _temp_dir=temp_dir(paths), **common)
+        with _stderr_to(os.path.join(paths.ray_dir, "init.log")):
+            ray.init(address="local", _temp_dir=temp_dir(paths), **common)
         return
     check_reachable(address)
     try:
-        ray.init(address=address, **common)
+        with _stderr_to(os.path.join(paths.ray_dir, "init.log")):
+            ray.init(address=address, **common)
     except Exception as exc:  # noqa: BLE001  Ray's own errors are several types and many lines
         line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         raise ClusterError(f"--address {address}: could not attach to a Ray cluster: {line[:200]}") from None
+
+
+@contextlib.contextmanager
+def _stderr_to(path: str):
+    """Ray's C++ core writes retries and warnings straight to file descriptor 2; keep them in a log, not on screen."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "a") as log:
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def check_resources(cpus_per_trial: int, gpus_per_trial: float) -> None:
@@ -128,38 +147,45 @@ def _tune_callback(paths: StudyPaths, bar, counts: dict):
         def _finish(self, trial, outcome):
             mark_running(paths, trial.config["trial"]["id"], False)
             counts[outcome] += 1
-            bar.set_postfix(**counts)
+            bar.set_postfix(done=counts["done"], failed=counts["failed"])
             bar.update(1)
 
     return StudyCallback()
 
 
-def run_on_ray(paths: StudyPaths, specs: list, cpus_per_trial: int = 1, gpus_per_trial: float = 0,
-               address: str = None) -> dict:
-    """Run the trials of ``specs`` that are not done; returns {"done": n, "failed": n, "skipped": n}."""
-    from submission.progress import progress
+def run_study(paths: StudyPaths, specs: list, cpus_per_trial: int = 1, gpus_per_trial: float = 0,
+              address: str = None) -> dict:
+    """Add ``specs`` to the study and run those not done; {"done": n, "failed": n, "skipped": n}. Ray starts only
+    when a trial is missing, and the study's files are touched only once Ray is up (a bad address writes nothing)."""
     todo = [spec for spec in specs if not is_done(paths, spec)]
-    counts = {"done": 0, "failed": 0}
+    counts = {"done": 0, "failed": 0, "skipped": len(specs) - len(todo)}
     if not todo:
-        return dict(counts, skipped=len(specs))
+        add_to_manifest(paths, specs)
+        return counts
     start_ray(paths, address)
     import ray
-    from ray import tune
     try:
         check_resources(cpus_per_trial, gpus_per_trial)
-        trials = [{"id": spec.trial_id, "spec": spec.key()} for spec in todo]
-        param_space = {"trial": tune.grid_search(trials), "study_dir": paths.study_dir,
-                       "scratch_dir": paths.scratch_dir, "threads": int(cpus_per_trial)}
-        with progress(len(todo), f"study {paths.name}", unit="trials", every=1e-9) as bar:
-            tuner = tune.Tuner(
-                tune.with_resources(_trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}),
-                param_space=param_space,
-                tune_config=tune.TuneConfig(num_samples=1, trial_dirname_creator=lambda t: t.config["trial"]["id"]),
-                run_config=tune.RunConfig(name="tune", storage_path=paths.ray_dir, verbose=0,
-                                          callbacks=[_tune_callback(paths, bar, counts)],
-                                          failure_config=tune.FailureConfig(max_failures=0)))
-            tuner.fit()
+        add_to_manifest(paths, specs)
+        _run_trials(paths, todo, cpus_per_trial, gpus_per_trial, counts)
     finally:
         ray.shutdown()
-    return dict(counts, skipped=len(specs) - len(todo))
+    return counts
 
+
+def _run_trials(paths: StudyPaths, todo: list, cpus_per_trial: int, gpus_per_trial: float, counts: dict) -> None:
+    """One Tune experiment, one trial per spec; ``counts`` is kept up to date as trials end."""
+    from ray import tune
+    from submission.progress import progress
+    trials = [{"id": spec.trial_id, "spec": spec.key()} for spec in todo]
+    param_space = {"trial": tune.grid_search(trials), "study_dir": paths.study_dir,
+                   "scratch_dir": paths.scratch_dir, "threads": int(cpus_per_trial)}
+    with progress(len(todo), f"study {paths.name}", unit="trials", every=1e-9) as bar:
+        tuner = tune.Tuner(
+            tune.with_resources(_trainable, {"cpu": cpus_per_trial, "gpu": gpus_per_trial}),
+            param_space=param_space,
+            tune_config=tune.TuneConfig(num_samples=1, trial_dirname_creator=lambda t: t.config["trial"]["id"]),
+            run_config=tune.RunConfig(name="tune", storage_path=paths.ray_dir, verbose=0,
+                                      callbacks=[_tune_callback(paths, bar, counts)],
+                                      failure_config=tune.FailureConfig(max_failures=0)))
+        tuner.fit()

@@ -83,20 +83,22 @@ def _stage(name: str, args: list, threads: int, log_path: str) -> float:
         log.write(f"\n=== {name}: {' '.join(args)}\n")
         log.flush()
         code = subprocess.call([sys.executable, "-m", *args], cwd=REPO_ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, preexec_fn=_term_with_parent)
+                               stderr=subprocess.STDOUT, preexec_fn=_term_with_parent())
     if code not in (0, 1) or (code == 1 and name != "evaluate"):
         raise TrialFailed(f"{name} failed with exit code {code}: {_last_error(log_path)}")
     return time.monotonic() - t0
 
 
-def _term_with_parent() -> None:
-    """In the stage's child: SIGTERM it when the trial's process dies (a killed Ray worker or study), so the trainer
-    checkpoints and stops instead of training on, orphaned, beside the rerun that resumes it. Linux only."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM))
+def _term_with_parent():
+    """A preexec_fn that makes the stage's child get SIGTERM when the trial's process dies (a killed Ray worker or
+    study), so the trainer checkpoints and stops instead of training on, orphaned, beside the rerun that resumes it.
+    libc is looked up here, before the fork: the child only makes the call. None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+    prctl, PR_SET_PDEATHSIG, sigterm = ctypes.CDLL(None, use_errno=True).prctl, 1, int(signal.SIGTERM)
+    return lambda: prctl(PR_SET_PDEATHSIG, sigterm)
 
 
 def _last_error(log_path: str) -> str:
