@@ -1,6 +1,6 @@
 """Where a study keeps its state, and what each trial's state is. The one owner of the study's file layout:
 
-    studies/<name>/study.json                 the trials asked for so far (trial id -> its spec), grows with each run
+    studies/<name>/study.json                 the trials asked for so far (their specs, in order), grows with each run
     studies/<name>/runs/<trial-id>.json       a finished trial (written by study.trial.run_trial)
     studies/<name>/runs/<trial-id>.failed.json   a trial's last failure: its one error line (gone once it succeeds)
     studies/<name>/table.md, table.png        python -m study table
@@ -67,16 +67,18 @@ def load_manifest(paths: StudyPaths) -> list:
     if not os.path.exists(paths.manifest):
         return []
     with open(paths.manifest) as f:
-        return [spec_from_key(key) for key in json.load(f)["trials"].values()]
+        return [spec_from_key(key) for key in json.load(f)["trials"]]
 
 
 def add_to_manifest(paths: StudyPaths, specs: list) -> None:
     """Add ``specs`` to the study (a rerun with more seeds or recipes grows it; a spec already there stays)."""
     from submission.artifacts import atomic_write_json
-    trials = {spec.trial_id: spec.key() for spec in load_manifest(paths)}
+    trials = {spec.trial_id: spec for spec in load_manifest(paths)}
     for spec in specs:
-        trials.setdefault(spec.trial_id, spec.key())
-    atomic_write_json({"format": 1, "name": paths.name, "trials": trials}, paths.manifest)
+        trials.setdefault(spec.trial_id, spec)
+    # A list, not a dict by id: the JSON writer sorts keys, and the table keeps the order the trials were asked for.
+    atomic_write_json({"format": 1, "name": paths.name, "trials": [spec.key() for spec in trials.values()]},
+                      paths.manifest)
 
 
 # --- each trial's state -----------------------------------------------------------------------------------------------
