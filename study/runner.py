@@ -23,8 +23,7 @@ from study.trial import REPO_ROOT
 # Ray reads these when it is imported: no usage report, no dashboard, no TensorBoard/CSV loggers in Tune's storage.
 RAY_QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_DISABLE_DOCKER_CPU_WARNING": "1",
                  "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0"}
-# A Unix socket path holds at most 107 bytes and Ray puts ~60 after its temp dir; longer dirs go to the system's temp.
-MAX_TEMP_DIR_LEN = 45
+MAX_TEMP_DIR_LEN = 45          # Ray appends ~60 bytes of socket path; a Unix socket path holds 107
 CONNECT_TIMEOUT_S = 10
 
 
@@ -47,12 +46,19 @@ def _trainable(config: dict) -> None:
 
 
 def temp_dir(paths: StudyPaths) -> str:
-    """Ray's session files: under the study's scratch when the path is short enough for Ray's sockets."""
+    """Ray's session files go under the study's scratch. A Unix socket path holds at most 107 bytes and Ray adds ~60
+    to its temp dir, so a long scratch path is reached through a short symlink in the system's temp directory."""
     wanted = os.path.join(paths.scratch_dir, "ray", "tmp")
+    os.makedirs(wanted, exist_ok=True)
     if len(wanted) <= MAX_TEMP_DIR_LEN:
         return wanted
     import hashlib
-    return os.path.join(tempfile.gettempdir(), f"ray-{hashlib.sha1(wanted.encode()).hexdigest()[:8]}")
+    link = os.path.join(tempfile.gettempdir(), f"ray-{hashlib.sha1(wanted.encode()).hexdigest()[:8]}")
+    if os.path.realpath(link) != os.path.realpath(wanted):
+        if os.path.lexists(link):
+            os.remove(link)
+        os.symlink(wanted, link)
+    return link
 
 
 def check_reachable(address: str) -> None:
@@ -75,7 +81,6 @@ def start_ray(paths: StudyPaths, address: str = None) -> None:
     common = dict(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                   runtime_env={"env_vars": {"PYTHONPATH": REPO_ROOT}})
     if address is None:
-        os.makedirs(temp_dir(paths), exist_ok=True)
         with _stderr_to(os.path.join(paths.ray_dir, "init.log")):
             ray.init(address="local", _temp_dir=temp_dir(paths), **common)
         return
