@@ -60,7 +60,12 @@ class TrialSpec:
 
     @property
     def recipe_file(self) -> str:
-        return os.path.join(REPO_ROOT, "submission", "configs", f"{self.recipe}.gin")
+        return recipe_file(self.recipe)
+
+
+def recipe_file(recipe: str) -> str:
+    """A recipe's gin file: ``submission/configs/<recipe>.gin``."""
+    return os.path.join(REPO_ROOT, "submission", "configs", f"{recipe}.gin")
 
 
 def run_path(study_dir: str, spec: TrialSpec) -> str:
@@ -78,10 +83,22 @@ def _stage(name: str, args: list, threads: int, log_path: str) -> float:
         log.write(f"\n=== {name}: {' '.join(args)}\n")
         log.flush()
         code = subprocess.call([sys.executable, "-m", *args], cwd=REPO_ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT)
+                               stderr=subprocess.STDOUT, preexec_fn=_term_with_parent())
     if code not in (0, 1) or (code == 1 and name != "evaluate"):
         raise TrialFailed(f"{name} failed with exit code {code}: {_last_error(log_path)}")
     return time.monotonic() - t0
+
+
+def _term_with_parent():
+    """A preexec_fn that makes the stage's child get SIGTERM when the trial's process dies (a killed Ray worker or
+    study), so the trainer checkpoints and stops instead of training on, orphaned, beside the rerun that resumes it.
+    libc is looked up here, before the fork: the child only makes the call. None off Linux."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+    import signal
+    prctl, PR_SET_PDEATHSIG, sigterm = ctypes.CDLL(None, use_errno=True).prctl, 1, int(signal.SIGTERM)
+    return lambda: prctl(PR_SET_PDEATHSIG, sigterm)
 
 
 def _last_error(log_path: str) -> str:

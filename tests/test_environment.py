@@ -18,7 +18,7 @@ def _pins(text):
     pins = {}
     for line in text.splitlines():
         line = line.split("#")[0].strip()
-        match = re.match(r"^([A-Za-z0-9_.\-]+)==([^\s;]+)$", line)
+        match = re.match(r"^([A-Za-z0-9_.\-]+)(?:\[[A-Za-z0-9_,\-]+\])?==([^\s;]+)$", line)
         if match:
             pins[match.group(1).lower()] = match.group(2)
     return pins
@@ -32,6 +32,9 @@ def test_every_requirement_is_pinned_exactly():
     pins = _pins(_read("requirements.txt"))
     assert pins["torch"] == "2.13.0" and pins["tensorflow-cpu"] == "2.15.1" and pins["gin-config"] == "0.4.0"
     assert pins["numpy"].startswith("1.")
+    # python -m study runs on Ray Tune; its dependencies must not pull NumPy 2 or protobuf 5 under TensorFlow 2.15.
+    assert pins["ray"] == "2.60.0" and "ray[tune]==2.60.0" in _read("requirements.txt")
+    assert int(pins["protobuf"].split(".")[0]) < 5 and int(pins["pyarrow"].split(".")[0]) < 26
     assert _pins(_read("requirements-nodeps.txt")) == {"disentanglement-lib": "1.5"}
 
 
@@ -79,3 +82,13 @@ def test_ci_runs_the_readme_test_command_exactly():
     assert commands == ["./run.sh", "./run.sh test"]
     ci_lines = [l.strip() for l in _read(".ci/run").splitlines() if l.strip() and not l.startswith("#")]
     assert "./run.sh test" in ci_lines
+
+
+def test_ray_tune_imports_beside_the_pinned_numpy_and_protobuf():
+    """The study runner's stack must load with NumPy 1.26 and protobuf 4 (what TensorFlow 2.15 needs)."""
+    import google.protobuf
+    import numpy
+    import pandas  # noqa: F401
+    import pyarrow  # noqa: F401  (pyarrow >= 26 refuses to import under NumPy 1)
+    from ray import tune  # noqa: F401
+    assert numpy.__version__.startswith("1.") and google.protobuf.__version__.startswith("4.")

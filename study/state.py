@@ -1,0 +1,176 @@
+"""Where a study keeps its state, and what each trial's state is. The one owner of the study's file layout:
+
+    studies/<name>/study.json                 the trials asked for so far (their specs, in order), grows with each run
+    studies/<name>/runs/<trial-id>.json       a finished trial (written by study.trial.run_trial)
+    studies/<name>/runs/<trial-id>.failed.json   a trial's last failure: its one error line (gone once it succeeds)
+    studies/<name>/table.md, table.png        python -m study table
+    scratch/studies/<name>/                   checkpoints, exports and evaluations (study.trial), Ray's files (ray/),
+                                              the run lock (run.lock) and a marker per running trial (running/<id>)
+
+The study directory holds only small files, so it can be committed; everything heavy or machine-bound is in scratch.
+The run lock is an flock: the kernel releases it when the run dies, so a crashed run never leaves a study stuck.
+"""
+import dataclasses
+import fcntl
+import json
+import os
+import re
+
+from study.plan import StudyError
+from study.trial import TrialSpec, run_path
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyPaths:
+    name: str
+    study_dir: str       # small, committable
+    scratch_dir: str     # heavy or machine-bound
+
+    @property
+    def manifest(self) -> str:
+        return os.path.join(self.study_dir, "study.json")
+
+    @property
+    def ray_dir(self) -> str:
+        return os.path.join(self.scratch_dir, "ray")
+
+    @property
+    def lock_file(self) -> str:
+        return os.path.join(self.scratch_dir, "run.lock")
+
+    def running_marker(self, trial_id: str) -> str:
+        return os.path.join(self.scratch_dir, "running", trial_id)
+
+    def failure_file(self, trial_id: str) -> str:
+        return os.path.join(self.study_dir, "runs", f"{trial_id}.failed.json")
+
+    def run_file(self, spec: TrialSpec) -> str:
+        return run_path(self.study_dir, spec)
+
+
+def study_paths(name: str, output: str = "studies", scratch: str = "scratch") -> StudyPaths:
+    if not NAME_RE.match(name or ""):
+        raise StudyError(f"--name {name!r}: expected letters, digits, '_', '.' or '-' (it names a directory)")
+    return StudyPaths(name, os.path.abspath(os.path.join(output, name)),
+                      os.path.abspath(os.path.join(scratch, "studies", name)))
+
+
+# --- the trials asked for ---------------------------------------------------------------------------------------------
+def spec_from_key(key: dict) -> TrialSpec:
+    return TrialSpec(**dict(key, bindings=tuple(key.get("bindings", ()))))
+
+
+def load_manifest(paths: StudyPaths) -> list:
+    """The study's TrialSpecs, in the order they were first asked for; [] for a study never run."""
+    if not os.path.exists(paths.manifest):
+        return []
+    with open(paths.manifest) as f:
+        return [spec_from_key(key) for key in json.load(f)["trials"]]
+
+
+def add_to_manifest(paths: StudyPaths, specs: list) -> None:
+    """Add ``specs`` to the study (a rerun with more seeds or recipes grows it; a spec already there stays)."""
+    from submission.artifacts import atomic_write_json
+    trials = {spec.trial_id: spec for spec in load_manifest(paths)}
+    for spec in specs:
+        trials.setdefault(spec.trial_id, spec)
+    # A list, not a dict by id: the JSON writer sorts keys, and the table keeps the order the trials were asked for.
+    atomic_write_json({"format": 1, "name": paths.name, "trials": [spec.key() for spec in trials.values()]},
+                      paths.manifest)
+
+
+# --- each trial's state -----------------------------------------------------------------------------------------------
+def is_done(paths: StudyPaths, spec: TrialSpec) -> bool:
+    """A trial is done exactly when its run JSON exists (run_trial writes it last, atomically)."""
+    return os.path.exists(paths.run_file(spec))
+
+
+def record_failure(paths: StudyPaths, trial_id: str, error: str) -> None:
+    from submission.artifacts import atomic_write_json
+    import time
+    line = (error.strip().splitlines() or ["unknown error"])[-1][:300]
+    atomic_write_json({"trial_id": trial_id, "error": line, "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
+                      paths.failure_file(trial_id))
+
+
+def failure(paths: StudyPaths, trial_id: str) -> str:
+    """The error line of the trial's last failure, or None."""
+    try:
+        with open(paths.failure_file(trial_id)) as f:
+            return json.load(f)["error"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def clear_failure(paths: StudyPaths, trial_id: str) -> None:
+    if os.path.exists(paths.failure_file(trial_id)):
+        os.remove(paths.failure_file(trial_id))
+
+
+def mark_running(paths: StudyPaths, trial_id: str, running: bool) -> None:
+    marker = paths.running_marker(trial_id)
+    if running:
+        os.makedirs(os.path.dirname(marker), exist_ok=True)
+        open(marker, "w").close()
+    elif os.path.exists(marker):
+        os.remove(marker)
+
+
+def trial_state(paths: StudyPaths, spec: TrialSpec, run_alive: bool) -> str:
+    """"done", "running", "failed" or "pending". A marker left by a dead run means nothing: that trial is pending."""
+    if is_done(paths, spec):
+        return "done"
+    if run_alive and os.path.exists(paths.running_marker(spec.trial_id)):
+        return "running"
+    return "failed" if failure(paths, spec.trial_id) else "pending"
+
+
+# --- the run lock -----------------------------------------------------------------------------------------------------
+class RunLock:
+    """Held by the one ``study run`` of a study. ``acquire`` raises StudyError (one line) when another run holds it."""
+
+    def __init__(self, paths: StudyPaths):
+        self.paths, self._file = paths, None
+
+    def acquire(self) -> "RunLock":
+        os.makedirs(self.paths.scratch_dir, exist_ok=True)
+        handle = open(self.paths.lock_file, "a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            handle.close()
+            raise StudyError(f"study {self.paths.name!r} is already running (pid {holder}, lock "
+                             f"{self.paths.lock_file}): wait for it or stop it first") from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+        return self
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()        # closing drops the flock
+            self._file = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc_info):
+        self.release()
+        return False
+
+
+def run_alive(paths: StudyPaths) -> bool:
+    """Whether a ``study run`` of this study holds its lock now (tried without waiting, and let go at once)."""
+    if not os.path.exists(paths.lock_file):
+        return False
+    with open(paths.lock_file) as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+    return False

@@ -1,0 +1,124 @@
+"""The study's table and figure: mean ± std over seeds per recipe and setting, and every seed as a dot.
+
+    studies/<name>/table.md     one row per (recipe, setting) with n, the number of seeds finished
+    studies/<name>/table.png    one panel per metric, one column of dots per row of the table
+
+Only finished trials count; the std is the sample std (n - 1), and a row of one seed shows no ± at all.
+"""
+import glob
+import json
+import math
+import os
+
+from study.plan import StudyError
+from study.state import StudyPaths, load_manifest
+from study.trial import LEADERBOARD_KEYS
+
+COLUMNS = (*LEADERBOARD_KEYS, "captured_factors", "active_dims", "steps_done")
+HEADERS = {"captured_factors": "captured factors", "active_dims": "active dims", "steps_done": "steps"}
+# Settings other than the grid's bindings that can differ between the trials of one study.
+SETTING_KEYS = ("steps", "budget_s", "dataset", "pretrain_dataset", "pretrain_steps", "eval_settings")
+
+
+def load_runs(paths: StudyPaths) -> list:
+    """Every finished trial's record, in the order the study asked for them (then any others, by id)."""
+    records = []
+    for path in glob.glob(os.path.join(paths.study_dir, "runs", "*.json")):
+        if not path.endswith(".failed.json"):
+            with open(path) as f:
+                records.append(json.load(f))
+    order = {spec.trial_id: i for i, spec in enumerate(load_manifest(paths))}
+    return sorted(records, key=lambda r: (order.get(r["trial_id"], len(order)), r["trial_id"]))
+
+
+def value(record: dict, column: str):
+    number = record["scores"].get(column) if column in LEADERBOARD_KEYS else record.get(column)
+    return float(number) if isinstance(number, (int, float)) and math.isfinite(number) else None
+
+
+def mean_std(values: list) -> tuple:
+    """(mean, sample std) of the numbers; std None below two, mean None for none."""
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def setting_label(record: dict, varying: list) -> str:
+    parts = list(record.get("bindings") or []) + [f"{key}={record.get(key)}" for key in varying]
+    return "; ".join(parts) if parts else "recipe as is"
+
+
+def group_rows(records: list) -> list:
+    """[(recipe, setting, [records of its seeds])], in the records' order."""
+    varying = [key for key in SETTING_KEYS if len({json.dumps(r.get(key)) for r in records}) > 1]
+    rows = {}
+    for record in records:
+        rows.setdefault((record["recipe"], setting_label(record, varying)), []).append(record)
+    return [(recipe, setting, group) for (recipe, setting), group in rows.items()]
+
+
+def format_cell(values: list, column: str) -> str:
+    mean, std = mean_std(values)
+    if mean is None:
+        return "–"
+    digits = 1 if column in ("captured_factors", "active_dims") else 0 if column == "steps_done" else 3
+    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+
+
+def table_markdown(records: list) -> str:
+    columns = [HEADERS.get(c, c) for c in COLUMNS]
+    lines = ["| recipe | setting | n | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
+    for recipe, setting, group in group_rows(records):
+        cells = [format_cell([v for v in (value(r, c) for r in group) if v is not None], c) for c in COLUMNS]
+        lines.append(f"| {recipe} | {setting} | {len(group)} | " + " | ".join(cells) + " |")
+    lines += ["", _footnote(records)]
+    return "\n".join(lines)
+
+
+def _footnote(records: list) -> str:
+    first = records[0]
+    same = {key: first.get(key) for key in SETTING_KEYS if all(r.get(key) == first.get(key) for r in records)}
+    held = ", ".join(f"{key} {same[key]}" for key in SETTING_KEYS if key in same)
+    return (f"n = seeds finished; mean ± sample std (n - 1) over them. Every trial: {held or 'settings as in each row'}. "
+            f"Evaluation settings \"quick\" use about a tenth of the samples (not the leaderboard's). "
+            f"Captured factors: factors whose best latent's normalised MI reaches 0.2 (10,000 samples).")
+
+
+def write_figure(records: list, path: str) -> None:
+    """One panel per metric; in each, a column per (recipe, setting) with a dot per seed and a bar at the mean."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from submission.artifacts import atomic_write
+    rows = group_rows(records)
+    labels = [recipe if setting == "recipe as is" else f"{recipe}\n{setting}" for recipe, setting, _ in rows]
+    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(2.2 * len(COLUMNS) + 0.6 * len(rows), 3.8), squeeze=False)
+    for ax, column in zip(axes[0], COLUMNS):
+        for x, (_, _, group) in enumerate(rows):
+            values = [v for v in (value(r, column) for r in group) if v is not None]
+            ax.scatter([x] * len(values), values, s=14, alpha=0.7)
+            if values:
+                ax.hlines(sum(values) / len(values), x - 0.3, x + 0.3, color="black", linewidth=1)
+        ax.set_title(HEADERS.get(column, column), fontsize=9)
+        ax.set_xticks(range(len(rows)))
+        ax.set_xticklabels(labels, rotation=90, fontsize=7)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
+    plt.close(fig)
+
+
+def write_table(paths: StudyPaths, require_runs: bool = False) -> str:
+    """Write table.md and table.png from the finished trials; return the markdown ("" when none finished)."""
+    from submission.artifacts import atomic_write_text
+    records = load_runs(paths)
+    if not records:
+        if require_runs:
+            raise StudyError(f"study {paths.name!r} has no finished trial in {paths.study_dir}/runs: run it first")
+        return ""
+    text = table_markdown(records)
+    atomic_write_text(text + "\n", os.path.join(paths.study_dir, "table.md"))
+    write_figure(records, os.path.join(paths.study_dir, "table.png"))
+    return text
