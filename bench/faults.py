@@ -30,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from submission import artifacts  # noqa: E402
-from submission.export import verify_export  # noqa: E402
+from submission.export import verify_export_of_run  # noqa: E402
 from submission.hardware import cpu_summary  # noqa: E402
 
 RECIPE = ["--gin_file", "submission/configs/beta_vae.gin", "--gin_binding", "model.architecture = 'mlp'",
@@ -56,15 +56,6 @@ def last_logged_step(run_dir: str) -> int:
 def writes_in_progress(*directories) -> int:
     return sum(1 for d in directories if os.path.isdir(d) for name in os.listdir(d)
                if name.startswith(".") and ".tmp-" in name)
-
-
-def verify_either(export: str, run: str, checkpoint: dict) -> None:
-    """The export verifies against the newest checkpoint, or else the previous one."""
-    try:
-        verify_export(export, artifacts.model_from_checkpoint(checkpoint, "checkpoint"))
-    except Exception:
-        previous = artifacts.load_checkpoint(os.path.join(run, artifacts.PREVIOUS_CHECKPOINT_NAME))
-        verify_export(export, artifacts.model_from_checkpoint(previous, "previous checkpoint"))
 
 
 def main() -> int:
@@ -101,7 +92,7 @@ def main() -> int:
                 checkpoint, _, note = artifacts.load_latest_checkpoint(run)
                 if checkpoint is None or note is not None:
                     raise RuntimeError(note or "no checkpoint")
-                verify_either(export, run, checkpoint)
+                verify_export_of_run(export, run)
                 lost.append(done - int(checkpoint["step"]))
                 previous = os.path.join(run, artifacts.PREVIOUS_CHECKPOINT_NAME)
                 if os.path.exists(previous):

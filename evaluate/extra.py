@@ -22,10 +22,9 @@ metrics; ``images`` then turns the sampled keys into the images the model needs.
 """
 import numpy as np
 import gin
-import torch
 
-from submission.metrics import (active_dimensions, gaussian_total_correlation, mutual_information_concentration,
-                                reconstruction_error, sampled_total_correlation)
+from submission.metrics import (active_dimensions, batched, evaluation_mode, gaussian_total_correlation,
+                                mutual_information_concentration, reconstruction_of, sampled_tc_of)
 
 EXTRA = "extra"
 # The keys every run reports (null when skipped or failed), grouped by the computation that gives them.
@@ -48,28 +47,6 @@ NO_POSTERIOR = "needs the posterior's variances, which a TorchScript export lack
 def _first_line(exc):
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
-
-
-def _batched(fn, x, batch_size):
-    return np.concatenate([fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-
-
-@torch.no_grad()
-def _reconstruction(model, nchw, batch_size, device):
-    def logits_of(x):
-        return model(torch.from_numpy(np.asarray(x, np.float32)).to(device))["logits"].float().cpu().numpy()
-
-    return reconstruction_error(nchw, logits_of, batch_size)
-
-
-@torch.no_grad()
-def _sampled_tc(model, nchw, rng, batch_size, device):
-    def posterior_of(x):
-        out = model.encode(torch.from_numpy(np.asarray(x, np.float32)).to(device))
-        return torch.cat([out["mu"].float(), out["logvar"].float()], 1).cpu().numpy()
-
-    mu, logvar = np.split(_batched(posterior_of, nchw, batch_size), 2, axis=1)
-    return sampled_total_correlation(mu, logvar, rng)
 
 
 @gin.configurable("extra_metrics", denylist=["ground_truth_data", "representation_function", "random_state", "model",
@@ -99,7 +76,7 @@ def extra_metrics(ground_truth_data, representation_function, random_state, mode
         results.update({k: values[k] for k in GROUPS[group]})
 
     factors, observations = ground_truth_data.sample(num_samples, random_state)
-    codes = _batched(representation_function, observations, batch_size)
+    codes = batched(representation_function, observations, batch_size)
     attempt("mic", lambda: mutual_information_concentration(codes, factors))
     attempt("active_dims", lambda: active_dimensions(codes))
     attempt("gaussian_tc", lambda: gaussian_total_correlation(codes))
@@ -112,17 +89,12 @@ def extra_metrics(ground_truth_data, representation_function, random_state, mode
         subset = observations[:model_samples]
         x = images(subset) if images is not None else subset
         nchw = np.ascontiguousarray(np.moveaxis(np.asarray(x, np.float32), -1, 1))
-        was_training = model.training
-        model.eval()
-        try:
-            device = next(model.parameters(), torch.zeros(0)).device
-            attempt("reconstruction", lambda: _reconstruction(model, nchw, batch_size, device))
+        with evaluation_mode(model) as device:
+            attempt("reconstruction", lambda: reconstruction_of(model, nchw, batch_size, device))
             if hasattr(model, "encode"):
-                attempt("sampled_tc", lambda: _sampled_tc(model, nchw, rng, batch_size, device))
+                attempt("sampled_tc", lambda: sampled_tc_of(model, nchw, rng, batch_size, device))
             else:
                 skipped["sampled_tc"] = f"{type(model).__name__} has no encode() giving the posterior (mu, logvar)"
-        finally:
-            model.train(was_training)
     results.update(num_samples=int(num_samples), model_samples=0 if model is None else model_samples,
                    num_codes=int(codes.shape[1]), skipped=skipped, errors=errors)
     return results

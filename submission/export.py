@@ -4,6 +4,7 @@ The module maps float32 (N, 3, 64, 64) in [0, 1] to float32 (N, D): the model's 
 It is traced from an fp32 CPU copy in eval mode, so a model trained on a GPU or in bf16 loads and runs on a CPU.
 """
 import copy
+import os
 
 import torch
 from torch import nn
@@ -65,3 +66,24 @@ def verify_export(path: str, model, probes=None, atol: float = 1e-4, rtol: float
                                   f"{x.shape[0]}: expected agreement within {atol:g}")
     finally:
         model.train(was_training)
+
+
+def verify_export_of_run(path: str, run_dir: str) -> int:
+    """Check that the export at ``path`` reproduces the run's latest checkpoint, or else the previous one (a kill
+    between a checkpoint and its export leaves the export one checkpoint behind; the next run rewrites it before its
+    first step). Returns the matching checkpoint's step; raises ExportError when neither matches."""
+    from submission.artifacts import (PREVIOUS_CHECKPOINT_NAME, load_checkpoint, load_latest_checkpoint,
+                                      model_from_checkpoint)
+    latest, latest_path, _ = load_latest_checkpoint(run_dir)
+    candidates = [(latest, latest_path)]
+    previous_path = os.path.join(run_dir, PREVIOUS_CHECKPOINT_NAME)
+    if latest_path != previous_path and os.path.exists(previous_path):
+        candidates.append((load_checkpoint(previous_path), previous_path))
+    problems = []
+    for checkpoint, where in candidates:
+        try:
+            verify_export(path, model_from_checkpoint(checkpoint, where))
+            return int(checkpoint["step"])
+        except ExportError as exc:
+            problems.append(str(exc))
+    raise ExportError(f"export {path} matches neither of the run's last two checkpoints ({problems[0]})")

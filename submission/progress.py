@@ -17,16 +17,7 @@ import os
 import sys
 import time
 
-
-def _format_seconds(seconds: float) -> str:
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m"
+from submission.budget import format_seconds
 
 
 def _mode(stream) -> str:
@@ -105,11 +96,11 @@ class Progress:
         unit = f" {self.unit}" if self.unit else ""
         if self.total:
             fraction = min(self.n / self.total, 1.0)
-            text = f"[{self.desc}] {100 * fraction:3.0f}% {self.n:g}/{self.total:g}{unit}, {_format_seconds(elapsed)} elapsed"
+            text = f"[{self.desc}] {100 * fraction:3.0f}% {self.n:g}/{self.total:g}{unit}, {format_seconds(elapsed)} elapsed"
             if 0 < fraction < 1 and not final:
-                text += f", ~{_format_seconds(elapsed * (1 - fraction) / fraction)} left"
+                text += f", ~{format_seconds(elapsed * (1 - fraction) / fraction)} left"
         else:
-            text = f"[{self.desc}] {self.n:g}{unit}, {_format_seconds(elapsed)} elapsed"
+            text = f"[{self.desc}] {self.n:g}{unit}, {format_seconds(elapsed)} elapsed"
         if final:
             text += ", done"
         if self.postfix:

@@ -75,3 +75,23 @@ def test_reconstruction_error_closed_form():
     assert result["reconstruction_mse"] == pytest.approx(0.25)
     with pytest.raises(ValueError):
         reconstruction_error(x, lambda batch: np.zeros((1, 2)))
+
+
+def test_factor_capture_matches_closed_forms_on_known_codes():
+    """Uniform factors, codes that are exact functions of them: I(code; factor) / H(factor) = log(levels kept) / log(n)."""
+    from submission.metrics import factor_capture
+    rng = np.random.default_rng(0)
+    factors = np.stack([rng.integers(0, n, 20000) for n in (3, 6, 40)], axis=1)
+    names = ["camera", "colour", "arm"]
+    identity = factor_capture(factors.astype(float), factors, names)
+    assert identity["captured"] == names and identity["best_latent"] == {"camera": 0, "colour": 1, "arm": 2}
+    assert identity["capture_nmi"]["camera"] == pytest.approx(1.0, abs=1e-6)
+    assert identity["capture_nmi"]["arm"] == pytest.approx(math.log(20) / math.log(40), abs=0.01)  # 20 bins of 40
+    coarse = factor_capture(np.stack([factors[:, 2] // 20, factors[:, 2] // 10], axis=1), factors, names)
+    assert coarse["best_latent"]["arm"] == 1 and coarse["captured"] == ["arm"]
+    assert coarse["capture_nmi"]["arm"] == pytest.approx(math.log(4) / math.log(40), abs=0.01)
+    halves = factor_capture((factors[:, 2:] // 20).astype(float), factors, names)     # log 2 / log 40 = 0.19 < 0.2
+    assert halves["capture_nmi"]["arm"] == pytest.approx(math.log(2) / math.log(40), abs=0.01)
+    assert halves["captured"] == []
+    noise = factor_capture(rng.normal(size=(20000, 5)), factors, names)
+    assert noise["captured_factors"] == 0 and all(v < 0.05 for v in noise["capture_nmi"].values())

@@ -3,7 +3,6 @@ full disk stops cleanly with the old files whole, a kill resumes from the last c
 output directory, repeated NaN keeps the last good export. ``bench/faults.py`` is the long soak of the same faults."""
 import errno
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -13,7 +12,7 @@ import pytest
 import torch
 
 from submission import artifacts
-from submission.export import verify_export
+from submission.export import verify_export, verify_export_of_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--gin_file", "submission/configs/beta_vae.gin", "--gin_binding", "model.architecture = 'mlp'",
@@ -222,7 +221,7 @@ def test_sigkill_at_random_moments_resumes_from_the_last_checkpoint(tmp_path):
         proc.wait()
         checkpoint, _, note = artifacts.load_latest_checkpoint(str(run))
         assert checkpoint is not None and note is None
-        verify_export(str(export), artifacts.model_from_checkpoint(checkpoint, "ckpt"))
+        verify_export_of_run(str(export), str(run))        # the latest checkpoint's export, or the one before
     finished = subprocess.run(argv, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert "resuming from" in finished.stderr
@@ -292,3 +291,19 @@ def test_sigterm_in_each_stage_of_run_sh_stops_with_a_line_and_a_rerun_finishes(
     assert (tmp_path / "out" / "job" / "scores.json").exists()
     verify_export(str(tmp_path / "out" / "job" / "representation" / "pytorch_model.pt"),
                   artifacts.load_model_file(str(tmp_path / "out" / "job" / "train"))[0])
+
+
+def test_an_export_is_checked_against_the_last_two_checkpoints(tmp_path, capsys):
+    from submission.export import ExportError, export_representation
+    from submission.models import build_model
+    run, export = tmp_path / "train", tmp_path / "representation" / "pytorch_model.pt"
+    _train_steps(tmp_path, capsys, 4)
+    four = tmp_path / "four.pt"
+    four.write_bytes(export.read_bytes())
+    _train_steps(tmp_path, capsys, 8)
+    assert verify_export_of_run(str(export), str(run)) == 8
+    assert verify_export_of_run(str(four), str(run)) == 4          # one checkpoint behind: still an export of the run
+    stranger = export_representation(build_model(artifacts.load_checkpoint(str(run / "checkpoint.pt"))["model_config"]),
+                                      str(tmp_path / "stranger.pt"))
+    with pytest.raises(ExportError, match="matches neither"):
+        verify_export_of_run(stranger, str(run))

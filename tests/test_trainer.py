@@ -245,6 +245,8 @@ def test_log_records_kl_per_dimension_learning_rate_and_active_dims(tmp_path):
     groups = split_series(records)
     assert sorted(groups["KL per dimension"]) == ["z0", "z1", "z2", "z3"]
     assert "lr" in groups["learning rate"] and "active_dims" in groups["active dimensions"]
+    assert "progress" in groups["schedules"] and "tau" not in groups["loss terms"]
+    assert [r["progress"] for r in records] == sorted(r["progress"] for r in records)
 
 
 @pytest.mark.slow          # importing TensorBoard takes 3-9 s here

@@ -7,8 +7,8 @@
     reconstruction_error(observations, reconstruct_logits)           -> {"reconstruction_nll", "reconstruction_mse"}
     factor_capture(codes, factors, factor_names)                     -> {"capture_nmi", "captured", "captured_factors"}
 
-``compute_extra_metrics`` runs them all on one sample of a ground-truth dataset; the evaluator and the trainer's log
-both call it (the evaluator with the exported representation only, the trainer with the model itself).
+``compute_extra_metrics`` runs them all on one sample of a ground-truth dataset; the evaluator's ``extra`` metric
+(evaluate/extra.py) adapts the same functions to dlib's calling convention, one metric at a time.
 """
 import numpy as np
 import torch
@@ -20,7 +20,8 @@ from .reconstruction import reconstruction_error
 from .total_correlation import gaussian_total_correlation, sampled_total_correlation
 
 
-def _batched(fn, x, batch_size):
+def batched(fn, x, batch_size):
+    """``fn`` over ``x`` in batches of ``batch_size``, the results concatenated."""
     return np.concatenate([fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
@@ -30,43 +31,59 @@ def compute_extra_metrics(ground_truth_data, representation_function, random_sta
     dlib's convention); with ``model`` (an nn.Module with ``encode`` and ``decoder``), also the reconstruction error and
     the sampled TC of the aggregate posterior on the first ``model_samples`` inputs (its cost grows as N^2).
     ``random_state``: a np.random.RandomState, as dlib's metrics take. MIC's binned mutual information is a plug-in
-    estimate, biased upwards by about (bins - 1)(values - 1) / (2 N) nats: keep N large (dlib's MIG uses 10000)."""
+    estimate, biased upwards by about (bins - 1)(values - 1) / (2 N) nats: keep N large (dlib's MIG uses 10000).
+    The evaluator's ``extra`` metric (evaluate/extra.py) gives the same numbers, each metric computed on its own."""
     factors, observations = ground_truth_data.sample(num_samples, random_state)
-    codes = _batched(representation_function, observations, batch_size)
+    codes = batched(representation_function, observations, batch_size)
     scores = {}
     scores.update(mutual_information_concentration(codes, factors, groups))
     scores.update(active_dimensions(codes))
     scores.update(gaussian_total_correlation(codes))
     if model is not None:
-        scores.update(model_metrics(model, observations[:model_samples],
-                                    np.random.default_rng(random_state.randint(2 ** 31)), batch_size))
+        rng = np.random.default_rng(random_state.randint(2 ** 31))
+        nchw = np.ascontiguousarray(np.moveaxis(np.asarray(observations[:model_samples], np.float32), -1, 1))
+        with evaluation_mode(model) as device:
+            scores.update(reconstruction_of(model, nchw, batch_size, device))
+            scores.update(sampled_tc_of(model, nchw, rng, batch_size, device))
     return scores
 
 
+class evaluation_mode:
+    """``with evaluation_mode(model) as device:`` the model in eval mode (the decoder sees the deterministic latent),
+    restored afterwards; ``device`` is where its parameters are."""
+
+    def __init__(self, model):
+        self.model, self.was_training = model, model.training
+
+    def __enter__(self):
+        self.model.eval()
+        return next(self.model.parameters(), torch.zeros(0)).device
+
+    def __exit__(self, *exc):
+        self.model.train(self.was_training)
+        return False
+
+
 @torch.no_grad()
-def model_metrics(model, observations, rng, batch_size: int = 64) -> dict:
-    """Reconstruction error and sampled TC from a model (eval mode: the decoder sees the deterministic latent)."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        nchw = np.ascontiguousarray(np.moveaxis(np.asarray(observations, np.float32), -1, 1))
+def reconstruction_of(model, nchw, batch_size, device) -> dict:
+    """Reconstruction error of a kit model (``forward`` giving ``logits``) on float NCHW images."""
+    def logits_of(x):
+        return model(torch.from_numpy(np.asarray(x, np.float32)).to(device))["logits"].float().cpu().numpy()
 
-        def logits_of(x):
-            return model(torch.from_numpy(np.asarray(x, np.float32)).to(device))["logits"].float().cpu().numpy()
-
-        def posterior_of(x):
-            out = model.encode(torch.from_numpy(np.asarray(x, np.float32)).to(device))
-            return torch.cat([out["mu"].float(), out["logvar"].float()], 1).cpu().numpy()
-
-        scores = reconstruction_error(nchw, logits_of, batch_size)
-        posterior = _batched(posterior_of, nchw, batch_size)
-        mu, logvar = np.split(posterior, 2, axis=1)
-        scores.update(sampled_total_correlation(mu, logvar, rng))
-        return scores
-    finally:
-        model.train(was_training)
+    return reconstruction_error(nchw, logits_of, batch_size)
 
 
-__all__ = ["active_dimensions", "capture_of_representation", "compute_extra_metrics", "factor_capture", "gaussian_total_correlation", "model_metrics",
-           "mutual_information_concentration", "reconstruction_error", "sampled_total_correlation"]
+@torch.no_grad()
+def sampled_tc_of(model, nchw, rng, batch_size, device) -> dict:
+    """The sampled total correlation of a kit model's aggregate posterior (``encode`` giving mu, logvar)."""
+    def posterior_of(x):
+        out = model.encode(torch.from_numpy(np.asarray(x, np.float32)).to(device))
+        return torch.cat([out["mu"].float(), out["logvar"].float()], 1).cpu().numpy()
+
+    mu, logvar = np.split(batched(posterior_of, nchw, batch_size), 2, axis=1)
+    return sampled_total_correlation(mu, logvar, rng)
+
+
+__all__ = ["active_dimensions", "batched", "capture_of_representation", "compute_extra_metrics", "evaluation_mode",
+           "factor_capture", "gaussian_total_correlation", "mutual_information_concentration", "reconstruction_error",
+           "reconstruction_of", "sampled_tc_of", "sampled_total_correlation"]

@@ -4,14 +4,11 @@ An objective is an ``nn.Module``: ``objective(model, x, factors, step)`` returns
 trainer minimises their sum. Optional hooks: ``setup(dataset)`` once before training (e.g. the dataset size),
 ``diagnostics()`` numbers from the last call, ``after_step(step)`` after each optimiser step (e.g. a discriminator).
 
-KL per dimension for the training curves: the first ``gaussian_kl_per_dim`` result computed during an objective's call
-(its closed-form Gaussian KL, before any gate weighting or sum) is kept, detached and on the device, as
-``objective.kl_per_dim()``; the trainer averages it over each logging window. Objectives without a Gaussian posterior
-KL (VSC's spike-and-slab, a non-Gaussian prior) have none.
+KL per dimension for the training curves: an objective computes its closed-form Gaussian KL through
+``self.gaussian_kl(mu, logvar)``, which keeps the first result of each call (before any gate weighting or sum),
+detached and on the device, as ``objective.kl_per_dim()``; the trainer averages it over each logging window. Objectives
+without a Gaussian posterior KL (VSC's spike-and-slab, a non-Gaussian prior) have none.
 """
-import threading
-
-import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -37,18 +34,7 @@ def gaussian_kl_per_dim(mu, logvar):
     Closed form (Kingma & Welling 2014, appendix B): 0.5 (mu^2 + sigma^2 - 1 - log sigma^2).
     """
     mu, logvar = mu.float(), logvar.float()
-    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(0)
-    frames = getattr(_KL_CAPTURE, "frames", None)
-    if frames and kl.dim() == 1:
-        detached = kl.detach()
-        for frame in frames:            # every objective call in progress (a wrapper and the objective it wraps)
-            if frame[0] is None:
-                frame[0] = detached
-    return kl
-
-
-# The objective calls in progress on this thread, innermost last; each a one-item list for its first KL per dimension.
-_KL_CAPTURE = threading.local()
+    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(0)
 
 
 class Objective(nn.Module):
@@ -62,16 +48,15 @@ class Objective(nn.Module):
         self._kl_per_dim = None
 
     def __call__(self, *args, **kwargs):
-        frames = getattr(_KL_CAPTURE, "frames", None)
-        if frames is None:
-            frames = _KL_CAPTURE.frames = []
-        frame = [None]
-        frames.append(frame)
-        try:
-            return super().__call__(*args, **kwargs)
-        finally:
-            frames.pop()                # calls nest, so this call's frame is the last one
-            self._kl_per_dim = frame[0]
+        self._kl_per_dim = None         # this call's, from its first gaussian_kl
+        return super().__call__(*args, **kwargs)
+
+    def gaussian_kl(self, mu, logvar):
+        """``gaussian_kl_per_dim``, the first result of each call kept for ``kl_per_dim()``."""
+        kl = gaussian_kl_per_dim(mu, logvar)
+        if self._kl_per_dim is None and kl.dim() == 1:
+            self._kl_per_dim = kl.detach()
+        return kl
 
     def setup(self, dataset) -> None:
         """Called once by the trainer before the first step with the training dataset."""

@@ -9,13 +9,12 @@ paper's encoder maximises the adversary's error; the distance to uniform is a bo
 import math
 
 import gin
-import torch
 import torch.nn.functional as F
 
 from submission.models.conditional import split_attribute_logits
 from submission.models.side_network import SideNetwork, mlp
 
-from .base import Objective, bernoulli_reconstruction, gaussian_kl_per_dim, register_objective
+from .base import Objective, bernoulli_reconstruction, register_objective
 
 
 def attribute_cross_entropy(logits, factors, sizes):
@@ -60,7 +59,7 @@ class CVAE(Objective):
     def elbo(self, model, x, factors):
         check_model(model, self.dataset_sizes, self.needs_attribute_head, self.name)
         out = model(x, factors)
-        kl = gaussian_kl_per_dim(out["mu"], out["logvar"]).sum()
+        kl = self.gaussian_kl(out["mu"], out["logvar"]).sum()
         self.record(kl=kl.detach())
         return out, {"reconstruction": bernoulli_reconstruction(out["logits"], x), "kl": self.beta * kl}
 

@@ -93,11 +93,11 @@ def aggregate_kl_estimate(z, mu, logvar, prior):
     return (log_qz - prior.log_prob(z).sum(1)).mean()
 
 
-def posterior_kl(z, mu, logvar, prior, prior_name):
+def posterior_kl(z, mu, logvar, prior, prior_name, gaussian_kl=gaussian_kl_per_dim):
     """KL(q(z|x) || p(z)) summed over dimensions, averaged over the batch: closed form for the Gaussian prior,
     else the single-sample estimate log q(z|x) - log p(z)."""
     if prior_name == "gaussian":
-        return gaussian_kl_per_dim(mu, logvar).sum()
+        return gaussian_kl(mu, logvar).sum()
     log_q = normal_log_density(z.float(), mu.float(), 0.5 * logvar.float()).sum(1)
     return (log_q - prior.log_prob(z).sum(1)).mean()
 
@@ -119,7 +119,7 @@ class Decomposition(Objective):
     def forward(self, model, x, factors, step):
         out = model(x)
         z, mu, logvar = out["z"].float(), out["mu"].float(), out["logvar"].float()
-        kl = posterior_kl(z, mu, logvar, self.prior, self.prior_name)
+        kl = posterior_kl(z, mu, logvar, self.prior, self.prior_name, self.gaussian_kl)
         if self.divergence == "mmd":
             d = dimensionwise_mmd(z, self.prior.sample(tuple(z.shape), z.device))
         else:

@@ -37,7 +37,7 @@ import gin
 
 from submission.schedules import value_at
 
-from .base import Objective, bernoulli_reconstruction, gaussian_kl_per_dim, register_objective
+from .base import Objective, bernoulli_reconstruction, register_objective
 from .dip import batch_covariance, dip_penalty
 
 
@@ -69,7 +69,7 @@ class PVAEObjective(Objective):
         tau = value_at(self.tau, step)
         self.record(kl=kl.detach(), active_dims=model.active_dimensions(),
                     expected_open=open_probability.detach().sum(),
-                    unmasked_kl=gaussian_kl_per_dim(mu, logvar).detach().sum(), tau=tau)
+                    unmasked_kl=self.gaussian_kl(mu, logvar).detach().sum(), tau=tau)
         dip = dip_penalty(cov, value_at(self.lambda_od, step), value_at(self.lambda_d, step), target)
         return {"reconstruction": bernoulli_reconstruction(out["logits"], x), "kl": kl, "dip": dip,
                 "l0": tau * open_probability.sum()}

@@ -15,6 +15,9 @@ import numpy as np
 
 BOOKKEEPING = {"step", "elapsed_s", "it_per_s", "event", "time", "epoch"}
 LEARNING_RATE = ("lr", "learning_rate")
+# The curriculum's values as the trainer logs them: progress and the objectives' scheduled weights (``lr/<group>`` are
+# learning rates, plotted with them).
+SCHEDULES = ("progress", "capacity", "tau", "beta", "sharpness", "discrete_capacity")
 ACTIVE = re.compile(r"active|expected_open|open_gates")
 KL_DIM = re.compile(r"^kl(?:_per)?_dims?[_/]?(\d+)$|^kl/(\d+)$")
 KL_LIST = re.compile(r"^kl(?:_per)?_dims?$")
@@ -47,8 +50,9 @@ def is_number(value):
 
 def split_series(records) -> dict:
     """Group a log's numbers: {"loss terms": {name: (steps, values)}, "KL per dimension": {...},
-    "active dimensions": {...}, "learning rate": {...}}; each series keeps only the records that have it."""
-    groups = {"loss terms": {}, "KL per dimension": {}, "active dimensions": {}, "learning rate": {}}
+    "active dimensions": {...}, "learning rate": {...}, "schedules": {...}}; each series keeps only the records that
+    have it."""
+    groups = {"loss terms": {}, "KL per dimension": {}, "active dimensions": {}, "learning rate": {}, "schedules": {}}
 
     def add(group, name, step, value):
         steps, values = groups[group].setdefault(name, ([], []))
@@ -70,8 +74,10 @@ def split_series(records) -> dict:
             match = KL_DIM.match(key)
             if match:
                 add("KL per dimension", f"z{match.group(1) or match.group(2)}", step, value)
-            elif key in LEARNING_RATE:
+            elif key in LEARNING_RATE or key.startswith("lr/"):
                 add("learning rate", key, step, value)
+            elif key in SCHEDULES:
+                add("schedules", key, step, value)
             elif ACTIVE.search(key):
                 add("active dimensions", key, step, value)
             else:
@@ -80,11 +86,12 @@ def split_series(records) -> dict:
 
 
 def curves_figure(records):
-    """A 2 x 2 figure, one panel per group; a group the log lacks says so in its panel."""
+    """A 2 x 3 figure, one panel per group; a group the log lacks says so in its panel."""
     from matplotlib.figure import Figure
     groups = split_series(records)
-    figure = Figure(figsize=(12, 8), layout="constrained")
-    axes = figure.subplots(2, 2).ravel()
+    figure = Figure(figsize=(16, 8), layout="constrained")
+    axes = figure.subplots(2, 3).ravel()
+    axes[-1].set_visible(False)
     for ax, (title, series) in zip(axes, groups.items()):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
@@ -101,7 +108,10 @@ def curves_figure(records):
             elif np.ptp(values) > 0:
                 ax.set_yscale("symlog", linthresh=max(np.abs(values[values != 0]).min(initial=1.0), 1e-6))
         if title == "learning rate":
-            ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+            if np.all(values > 0):
+                ax.set_yscale("log")
+            else:
+                ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
         ax.legend(fontsize=7, ncol=2 if len(series) > 6 else 1)
         ax.grid(alpha=0.3)
     return figure
