@@ -1,7 +1,7 @@
 """Data-layer figures: batch-64 sampling speed (procedural and on-disk npz) and peak RSS on a full-size file.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/bench_data.py [--num_images 1036800] [--dir scratch/bench_data] [--keep]
-                                                           [--skip_npz] [--skip_procedural]
+                                                           [--skip_npz] [--skip_procedural] [--warm_up_only]
 
 The npz part writes a synthetic MPI3D-format npz (uncompressed zip holding images.npy, as published) of ``num_images``
 images, converts it to the .npy the default ``storage="disk"`` reads, samples random batches and checks each image is the
@@ -137,6 +137,30 @@ def bench_procedural(repeats, batches):
     print(f"peak RSS after procedural part {peak_rss_mb():.0f} MB")
 
 
+FRESH_PROCESS = """
+import sys, time, numpy as np
+from submission.data import get_dataset
+dataset, rng, drawn, start = get_dataset(sys.argv[1]), np.random.default_rng(0), [], time.monotonic()
+while time.monotonic() - start < 3.0:
+    dataset.sample_batch(64, rng)
+    drawn.append(time.monotonic() - start)
+print(sum(t <= 1.0 for t in drawn) * 64, len(drawn) * 64 / drawn[-1])
+"""
+
+
+def bench_warm_up(names=("mpi3d_sim_toy", "mpi3d_sim_realistic", "dsprites_sim", "shapes3d_sim")):
+    """A fresh process's first batches (sample_batch(64), its first second and its first three seconds), the way every
+    pipeline stage, evaluation and study trial starts; the render cache is built first if it is not there yet."""
+    import subprocess
+    root = str(Path(__file__).resolve().parents[1])
+    for name in names:
+        get_dataset(name).sample_batch(64, np.random.default_rng(0))        # the cache exists from here on
+        out = subprocess.run([sys.executable, "-c", FRESH_PROCESS, name], cwd=root, capture_output=True, text=True,
+                             env=dict(os.environ, PYTHONPATH=root), check=True).stdout.split()
+        print(f"{name}: a fresh process draws {int(out[0]):,} img/s in its first second, {float(out[1]):,.0f} img/s "
+              f"over its first 3 s")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num_images", type=int, default=1_036_800, help="synthetic npz size (multiple of 1600)")
@@ -146,7 +170,10 @@ def main():
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--skip_npz", action="store_true")
     parser.add_argument("--skip_procedural", action="store_true")
+    parser.add_argument("--warm_up_only", action="store_true", help="only the fresh-process figures")
     args = parser.parse_args()
+    if args.warm_up_only:
+        return bench_warm_up()
     if not args.skip_npz:
         try:
             bench_npz(args.dir, args.num_images, args.repeats, args.batches)
@@ -155,6 +182,7 @@ def main():
                 shutil.rmtree(args.dir / "mpi3d_bench", ignore_errors=True)
     if not args.skip_procedural:
         bench_procedural(args.repeats, args.batches)
+        bench_warm_up()
 
 
 if __name__ == "__main__":

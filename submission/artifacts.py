@@ -35,6 +35,10 @@ LEADERBOARD_KEYS = tuple(key for key, _ in LEADERBOARD)
 LABELS = dict(LEADERBOARD)
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 class ArtifactError(ValueError):
     """A file that is missing, unreadable, untrusted or of the wrong kind: one line for a person, naming it."""
 
@@ -52,6 +56,7 @@ def atomic_write(path: str, write, check=None) -> str:
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)          # what open() would give, not mkstemp's owner-only 0600
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()

@@ -129,3 +129,29 @@ def test_training_and_evaluation_run_on_shapes3d_sim(tmp_path):
     report = evaluate.run(str(tmp_path / "representation" / "pytorch_model.pt"), "shapes3d_sim", str(tmp_path / "eval"),
                           metrics=["mig"], quick=True, gin_bindings=["mig.num_train = 500"])
     assert report["errors"] == {} and np.isfinite(report["scores"]["mig"])
+
+
+def test_the_render_cache_never_changes_an_image(tmp_path, monkeypatch):
+    """The first process renders and keeps the base images; a later one memory-maps the same bytes; a damaged or
+    foreign cache file is not used."""
+    from submission.data import mpi3d_render
+    monkeypatch.setenv("KIT_RENDER_CACHE", str(tmp_path))
+
+    class SmallCache(mpi3d_render._BaseImageCache):       # the first 30 base images, so the test stays fast
+        count = 30
+        shape = (30, 64, 64, 3)
+
+    first = SmallCache("toy")
+    assert not first.built and not first.path.exists()
+    keys = np.array([0, 7, 29, 7])
+    built = first.take(keys)
+    assert first.path.exists() and first.path.parent == tmp_path
+    second = SmallCache("toy")
+    assert second.built and isinstance(second.images, np.memmap)               # loaded, not rendered
+    assert np.array_equal(second.take(keys), built)
+    assert np.array_equal(built, first.render(keys))                           # identical to fresh renders
+    np.save(first.path, np.zeros((30, 64, 64, 3), np.uint8))                   # same shape, wrong images
+    assert not SmallCache("toy").built
+    np.save(first.path, np.zeros((3, 64, 64, 3), np.uint8))                    # wrong shape
+    assert not SmallCache("toy").built
+    assert mpi3d_render._cache_file("toy") != mpi3d_render._cache_file("realistic")

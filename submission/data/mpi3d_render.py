@@ -17,6 +17,11 @@ highlight, tube shading on the arm, cloth and wood textures, antialiasing, a 3x3
 Noise is a pure function of the factors (see ``hash_noise``): the same factors always give the same image.
 """
 
+import hashlib
+import os
+import sys
+from pathlib import Path
+
 import numpy as np
 
 from submission.data.factor_grid import FactorGridDataset
@@ -206,25 +211,44 @@ def render_sprites(style):
 
 
 class _BaseImageCache:
-    """The 14,400 base images of one style, built in vectorised chunks the first time any of them is asked for."""
+    """The 14,400 base images of one style (everything but the object sprite), built once per machine.
+
+    The first process renders them all in vectorised chunks and keeps them in ``scratch/render_cache/`` (atomically),
+    under a name keyed by a hash of this module's source, so a change to the renderer makes a new file. Every later
+    process memory-maps that file, after checking its shape and that sampled images equal fresh renders: a new process
+    draws its first batches at full speed. Where the cache cannot be written, the images stay in memory.
+    """
 
     count = 3 * 3 * 40 * 40
+    shape = (count, IMAGE_SIZE, IMAGE_SIZE, 3)
 
     def __init__(self, style):
         self.style = style
         self.backgrounds = render_backgrounds(style)
-        # np.empty leaves pages untouched, so memory grows only with the combinations actually built.
-        self.images = np.empty((self.count, IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
-        self.built = np.zeros(self.count, bool)
+        self.path = _cache_file(style)
+        self.images = self._load()
+        self.built = self.images is not None
+
+    def _load(self):
+        try:
+            images = np.load(self.path, mmap_mode="r")
+        except (OSError, ValueError):
+            return None
+        if images.shape != self.shape or images.dtype != np.uint8:
+            return None
+        probe = np.random.default_rng().choice(self.count, 4, replace=False)
+        return images if np.array_equal(images[probe], self.render(probe)) else None
 
     def take(self, keys):
         """uint8 (N, 64, 64, 3) base images for base keys ((camera*3 + background)*40 + dof1)*40 + dof2."""
-        missing = keys[~self.built[keys]]
-        if missing.size:
-            self._build(np.unique(missing))
+        if not self.built:
+            self.images = self.render(np.arange(self.count))
+            self.built = True
+            self._save()
         return self.images[keys]
 
-    def _build(self, keys, chunk=256):
+    def render(self, keys, chunk=256):
+        images = np.empty((len(keys), IMAGE_SIZE, IMAGE_SIZE, 3), np.uint8)
         for start in range(0, len(keys), chunk):
             part = keys[start:start + chunk]
             camera, background, first, second = part // 4800, part // 1600 % 3, part // 40 % 40, part % 40
@@ -233,8 +257,22 @@ class _BaseImageCache:
                 image = _blur3(image)
                 pixel = part[:, None] * (IMAGE_SIZE * IMAGE_SIZE * 3) + np.arange(IMAGE_SIZE * IMAGE_SIZE * 3)[None, :]
                 image = image + 7.0 * triangular_from_keys(pixel, salt=23).reshape(image.shape)
-            self.images[part] = np.clip(np.round(image), 0, 255).astype(np.uint8)
-            self.built[part] = True
+            images[start:start + len(part)] = np.clip(np.round(image), 0, 255).astype(np.uint8)
+        return images
+
+    def _save(self):
+        from submission.artifacts import atomic_write
+        try:
+            atomic_write(str(self.path), lambda f: np.save(f, self.images))
+        except OSError as exc:
+            print(f"render cache {self.path} not written ({exc.strerror or exc}): the images stay in this process only",
+                  file=sys.stderr, flush=True)
+
+
+def _cache_file(style) -> Path:
+    digest = hashlib.sha256(Path(__file__).read_bytes() + style.encode()).hexdigest()[:16]
+    root = os.environ.get("KIT_RENDER_CACHE") or Path(__file__).resolve().parents[2] / "scratch" / "render_cache"
+    return Path(root) / f"mpi3d_{style}_{digest}.npy"
 
 
 _CACHES = {}
