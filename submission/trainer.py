@@ -94,14 +94,13 @@ class Trainer:
             raise TrainingError(str(exc)) from None
         self.optimizer = self.rates.optimizer
 
-        self.step_count, self.rollbacks, self.train_seconds = 0, 0, 0.0
+        self.step_count, self.rollbacks, self.train_seconds, self._stop_signal, self._snapshot = 0, 0, 0.0, None, None
         self.export_seconds, self.save_seconds = (float(export_estimate_s) if export_path else 0.0), 1.0
         self.tensorboard = bool(tensorboard)   # read by the CLI, which attaches the TensorBoard hook
         self.log = TrainingLog(output_dir, log_every_s)
         self.hooks = Hooks(hooks, log=self.log.line)
         self.batches = BatchFeed(dataset, batch_size, self.rng, self.device, self.channels_last,
                                  2 if prefetch is True else int(prefetch or 0), log=self.log.line)
-        self._stop_signal, self._snapshot = None, None
 
     # ----------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -243,8 +242,9 @@ class Trainer:
             lock = artifacts.RunLock(self.output_dir, "training run").__enter__()
         except ArtifactError as exc:
             raise TrainingError(str(exc)) from None
-        for directory in {self.output_dir, os.path.dirname(os.path.abspath(self.export_path or self.output_dir))}:
-            artifacts.remove_temporaries(directory)      # left by a killed run's writes
+        export_dir = os.path.dirname(os.path.abspath(self.export_path)) if self.export_path else self.output_dir
+        for directory in {self.output_dir, export_dir}:
+            artifacts.remove_temporaries(directory)      # left by a killed run's writes (ours: we hold the lock)
         try:
             return self._run_locked()
         finally:

@@ -5,6 +5,5 @@ import pytest
 
 @pytest.fixture(autouse=True)
 def _empty_gin_config():
-    with gin.unlock_config():
-        gin.clear_config()
+    gin.clear_config()          # also unlocks it, so a module imported later can still register its configurables
     yield
