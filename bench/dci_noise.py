@@ -31,8 +31,14 @@ def main() -> int:
     from evaluate.representation import load_representation, representation_function
     from submission.data import get_dataset
     from submission.hardware import cpu_summary
-    dataset = get_dataset(args.dataset)
-    represent = representation_function(load_representation(args.model))
+    from evaluate.errors import EvaluationError
+    from submission.data import DatasetError
+    try:
+        dataset = get_dataset(args.dataset)
+        represent = representation_function(load_representation(args.model))
+    except (EvaluationError, DatasetError) as exc:
+        print(f"dci_noise: error: {exc}", file=sys.stderr)
+        return 2
     print(f"CPU: {cpu_summary()}; dlib DCI on {args.model}, {args.dataset}, challenge settings", flush=True)
     scores = []
     for seed in [None, *args.seeds]:
