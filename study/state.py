@@ -17,7 +17,7 @@ import os
 import re
 
 from study.plan import StudyError
-from study.trial import TrialSpec, run_path
+from study.trial import TrialSpec, recipe_file, recipe_sha, run_path
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -85,6 +85,22 @@ def add_to_manifest(paths: StudyPaths, specs: list) -> None:
 def is_done(paths: StudyPaths, spec: TrialSpec) -> bool:
     """A trial is done exactly when its run JSON exists (run_trial writes it last, atomically)."""
     return os.path.exists(paths.run_file(spec))
+
+
+def check_recipe(paths: StudyPaths, spec: TrialSpec) -> None:
+    """A finished run made with another version of its recipe file (its ``recipe_sha`` differs from the file's now)
+    would be skipped as done and counted as the current recipe: refuse, in one line. Runs from before fingerprints
+    (no ``recipe_sha``) are taken as they are."""
+    path = paths.run_file(spec)
+    if not os.path.exists(path):
+        return
+    with open(path) as f:
+        made_with = json.load(f).get("recipe_sha")
+    now = recipe_sha(spec.recipe)
+    if made_with is not None and made_with != now:
+        raise StudyError(f"{path} was made with another version of {os.path.relpath(recipe_file(spec.recipe))} "
+                         f"(sha {made_with}, now {now}): expected an unchanged recipe; name the change with --grid "
+                         f"bindings or start a new --name")
 
 
 def record_failure(paths: StudyPaths, trial_id: str, error: str) -> None:

@@ -94,8 +94,12 @@ def write_figure(records: list, path: str) -> None:
     import matplotlib.pyplot as plt
     from submission.artifacts import atomic_write
     rows = group_rows(records)
-    labels = [recipe if setting == "recipe as is" else f"{recipe}\n{setting}" for recipe, setting, _ in rows]
-    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(2.2 * len(COLUMNS) + 0.6 * len(rows), 3.8), squeeze=False)
+    # A setting (its bindings) can be long: the ticks name it by a letter, and a key under the panels spells it out.
+    settings = sorted({setting for _, setting, _ in rows if setting != "recipe as is"})
+    letter = {setting: chr(ord("A") + i) for i, setting in enumerate(settings)}
+    labels = [recipe if setting == "recipe as is" else f"{recipe} ({letter[setting]})" for recipe, setting, _ in rows]
+    fig, axes = plt.subplots(1, len(COLUMNS), figsize=(2.2 * len(COLUMNS) + 0.6 * len(rows), 3.8 + 0.2 * len(settings)),
+                             squeeze=False)
     for ax, column in zip(axes[0], COLUMNS):
         for x, (_, _, group) in enumerate(rows):
             values = [v for v in (value(r, column) for r in group) if v is not None]
@@ -105,7 +109,9 @@ def write_figure(records: list, path: str) -> None:
         ax.set_title(HEADERS.get(column, column), fontsize=9)
         ax.set_xticks(range(len(rows)))
         ax.set_xticklabels(labels, rotation=90, fontsize=7)
-    fig.tight_layout()
+    if settings:
+        fig.text(0.01, 0.01, "\n".join(f"({letter[s]}) {s}" for s in settings), fontsize=7, va="bottom")
+    fig.tight_layout(rect=(0, 0.03 + 0.035 * len(settings), 1, 1))
     atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
 

@@ -68,6 +68,13 @@ def recipe_file(recipe: str) -> str:
     return os.path.join(REPO_ROOT, "submission", "configs", f"{recipe}.gin")
 
 
+def recipe_sha(recipe: str) -> str:
+    """The recipe file's fingerprint (sha1 of its bytes, 12 hex digits), kept in each run JSON: a run made with an
+    earlier version of the recipe is never taken for a run of the current one (``study.state.check_recipe``)."""
+    with open(recipe_file(recipe), "rb") as f:
+        return hashlib.sha1(f.read()).hexdigest()[:12]
+
+
 def run_path(study_dir: str, spec: TrialSpec) -> str:
     return os.path.join(study_dir, "runs", f"{spec.trial_id}.json")
 
@@ -198,7 +205,7 @@ def run_trial(spec: TrialSpec, study_dir: str, scratch_dir: str, threads: int = 
         with open(run_info) as f:
             extra = (json.load(f).get("extra") or {}).get("values") or {}
     capture = encode_capture(export_path, spec.dataset)
-    record = {"format": RUN_FORMAT, "trial_id": spec.trial_id, **spec.key(),
+    record = {"format": RUN_FORMAT, "trial_id": spec.trial_id, **spec.key(), "recipe_sha": recipe_sha(spec.recipe),
               "steps_done": finished.get("step") if finished else None,
               "stopped": finished.get("stopped") if finished else None,
               "train_seconds": finished.get("train_seconds") if finished else None,

@@ -96,6 +96,20 @@ def test_done_trials_are_skipped_before_ray_starts(tmp_path, monkeypatch):
     assert [s.trial_id for s in state.load_manifest(paths)] == [s.trial_id for s in specs]
 
 
+def test_a_run_made_with_another_version_of_its_recipe_is_refused_not_skipped(tmp_path, monkeypatch, capsys):
+    from study.trial import recipe_sha
+    from submission.artifacts import atomic_write_json
+    paths = state.study_paths("s", str(tmp_path / "studies"), str(tmp_path / "scratch"))
+    current, legacy, changed = plan.plan_trials(["vae"], [0, 1, 2], [], 20)
+    atomic_write_json(_record(current, {}, recipe_sha=recipe_sha("vae")), paths.run_file(current))
+    atomic_write_json(_record(legacy, {}), paths.run_file(legacy))          # before fingerprints: taken as it is
+    atomic_write_json(_record(changed, {}, recipe_sha="0123456789ab"), paths.run_file(changed))
+    monkeypatch.setattr(runner, "start_ray", lambda *a, **k: pytest.fail("Ray started for a refused study"))
+    with pytest.raises(plan.StudyError, match=r"another version of .*vae\.gin \(sha 0123456789ab, now [0-9a-f]{12}\)"):
+        runner.run_study(paths, [current, legacy, changed])
+    assert runner.run_study(paths, [current, legacy]) == {"done": 0, "failed": 0, "skipped": 2}
+
+
 def test_only_missing_trials_reach_ray(tmp_path, monkeypatch):
     paths = state.study_paths("s", str(tmp_path / "studies"), str(tmp_path / "scratch"))
     specs = plan.plan_trials(["vae"], [0, 1, 2], [], 20)
