@@ -98,6 +98,10 @@ def run(args, pretrain: bool = False, start_time: float = None) -> dict:
                       run_info={"dataset": dataset_name, "role": "pretrain" if pretrain else "train",
                                 "init_from": init_from},
                       hooks=[GraderProgress(job.root, _span(args.grader_span))], **extra)
+    print(f"training on {trainer.device.type}: {'bf16 autocast' if trainer.bf16 else 'fp32'}"
+          f"{', channels-last' if trainer.channels_last else ''}, batches "
+          f"{f'{trainer.batches.depth} ahead in a thread' if trainer.batches.depth else 'drawn inline'}, "
+          f"{trainer.compiler.state()} (training.precision / channels_last / prefetch / compile)", file=sys.stderr)
     if trainer.tensorboard:                  # pictures need the visualize package; the trainer itself does not
         from submission.visualize import TensorBoardHook
         trainer.hooks.hooks.append(TensorBoardHook(os.path.join(args.output, "tensorboard"), dataset))

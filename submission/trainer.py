@@ -2,8 +2,8 @@
 
 It never knows which method it runs: it asks the objective for named loss terms and minimises their sum. It only
 trains: the files it leaves are ``submission.artifacts``'s, the learning rates ``submission.learning_rates``'s, the
-batches ahead ``submission.prefetch``'s, the device and precision ``submission.hardware``'s, the log
-``submission.training_log``'s, and what it tells the world goes through hooks (``submission.training_hooks``).
+batches ahead ``submission.prefetch``'s, the device and precision ``submission.hardware``'s, the compiled view of the
+model ``submission.compiled``'s, the log ``submission.training_log``'s, and what it tells the world goes through hooks (``submission.training_hooks``).
 
 The deadline guarantee: an export of the latest good model exists before the budget ends, whatever happens.
   * an export is written (and verified) before the first step and with every periodic checkpoint;
@@ -25,6 +25,7 @@ import torch
 from submission import artifacts, hardware
 from submission.artifacts import CHECKPOINT_FORMAT, CHECKPOINT_NAME, ArtifactError, clone_state as _clone
 from submission.budget import Deadline
+from submission.compiled import CompiledModel, resolve_compile
 from submission.learning_rates import LearningRateError, LearningRates
 from submission.prefetch import BatchFeed
 from submission.schedules import Clock
@@ -61,8 +62,8 @@ class Trainer:
                  channels_last: str = "auto", device: str = "auto", checkpoint_every_s: float = 60.0,
                  log_every_s: float = 10.0, snapshot_every: int = 200, max_rollbacks: int = 3,
                  rollback_lr_factor: float = 0.5, safety_margin_s: float = 3.0, export_estimate_s: float = 5.0,
-                 warmup_steps: int = 3, prefetch: int = 2, tensorboard: bool = False, lr_multipliers: dict = None,
-                 lr_factor=1.0, progress_span=(0.0, 1.0)):
+                 warmup_steps: int = 3, prefetch="auto", tensorboard: bool = False, lr_multipliers: dict = None,
+                 lr_factor=1.0, progress_span=(0.0, 1.0), compile="auto"):
         self.budget = Deadline(start_time, budget_s, safety_margin_s, warmup_steps)
         self.start_time, self.deadline = self.budget.start_time, self.budget.at
         self.output_dir, self.export_path = output_dir, export_path
@@ -78,19 +79,18 @@ class Trainer:
                                 f"0 <= start <= end <= 1")
         self.progress_span, self.progress_reached = span, span[0]
 
-        self.device = hardware.resolve_device(device)
-        self.bf16 = hardware.resolve_precision(precision, self.device)
-        self.channels_last = hardware.resolve_channels_last(channels_last, self.bf16)
-        self.model = model.to(self.device)
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.objective = objective.to(self.device)
-        self.objective.setup(dataset)
-        self.dataset = dataset
-        try:
+        try:                                   # every bad setting is one line (TrainingError is a ValueError)
+            self.device = hardware.resolve_device(device)
+            self.bf16 = hardware.resolve_precision(precision, self.device)
+            self.channels_last = hardware.resolve_channels_last(channels_last, self.bf16)
+            depth = hardware.resolve_prefetch(prefetch, self.device)
+            compiling = resolve_compile(compile, self.device, budget_s, self.max_steps)
+            self.model = model.to(self.device, memory_format=torch.channels_last if self.channels_last else None)
+            self.objective = objective.to(self.device)
+            self.objective.setup(dataset)
             self.rates = LearningRates(self.model, self.objective, learning_rate, adam_betas, lr_multipliers, lr_factor,
                                        lr_scheduler, plateau_factor, plateau_patience, plateau_interval)
-        except LearningRateError as exc:
+        except (LearningRateError, ValueError) as exc:
             raise TrainingError(str(exc)) from None
         self.optimizer = self.rates.optimizer
 
@@ -99,8 +99,9 @@ class Trainer:
         self.tensorboard = bool(tensorboard)   # read by the CLI, which attaches the TensorBoard hook
         self.log = TrainingLog(output_dir, log_every_s)
         self.hooks = Hooks(hooks, log=self.log.line)
-        self.batches = BatchFeed(dataset, batch_size, self.rng, self.device, self.channels_last,
-                                 2 if prefetch is True else int(prefetch or 0), log=self.log.line)
+        self.batches = BatchFeed(dataset, batch_size, self.rng, self.device, self.channels_last, depth,
+                                 log=self.log.line)
+        self.compiler = CompiledModel(self.model, compiling, log=self.log.line)   # the objective's view of the model
 
     # ----------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -133,13 +134,13 @@ class Trainer:
         latest is damaged, said in one line)."""
         try:
             checkpoint, path, note = artifacts.load_latest_checkpoint(self.output_dir)
+            if checkpoint is None:
+                return False
+            artifacts.check_architecture(checkpoint, self.model, path)
         except ArtifactError as exc:
             raise TrainingError(str(exc)) from None
-        if checkpoint is None:
-            return False
         if note:
             self.log.line(note)
-        check_architecture(checkpoint, self.model, path)
         if checkpoint.get("objective") != self.objective.name:
             raise TrainingError(f"checkpoint {path} was trained with objective {checkpoint.get('objective')!r}, but the "
                                 f"recipe uses {self.objective.name!r}: expected the same method (or a fresh --output)")
@@ -161,20 +162,18 @@ class Trainer:
         self.save_seconds = max(time.monotonic() - t0, 0.05)
 
     def export(self) -> None:
-        if not self.export_path:
-            return
-        from .export import export_representation
-        t0 = time.monotonic()
-        export_representation(self.model, self.export_path)
-        self.export_seconds = time.monotonic() - t0
+        if self.export_path:
+            from .export import export_representation
+            t0 = time.monotonic()
+            export_representation(self.model, self.export_path)
+            self.export_seconds = time.monotonic() - t0
 
     # ----------------------------------------------------------------------------------------------- time
     def progress(self) -> float:
         """The run's progress: max(step / max_steps, elapsed / budget), mapped into ``progress_span`` (this stage's
         share of the whole job), never lower than a value it already reached (a resumed run does not go back)."""
-        raw = max(self.step_count / max(self.max_steps, 1), self.budget.elapsed_fraction())
         start, end = self.progress_span
-        self.progress_reached = max(self.progress_reached, start + (end - start) * min(raw, 1.0))
+        self.progress_reached = max(self.progress_reached, start + (end - start) * self._stage_fraction())
         return self.progress_reached
 
     def clock(self) -> Clock:
@@ -195,13 +194,20 @@ class Trainer:
         x, factors = self.next_batch() if batch is None else batch
         clock = self.clock()
         self.rates.before_step(clock)
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-            terms = self.objective(self.model, x, factors, clock)
-        loss = sum(terms.values())
-        if not torch.isfinite(loss):
-            return None, terms
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        compiled = self.compiler.active
+        try:
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                terms = self.objective(self.compiler.view(), x, factors, clock)
+            loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                return None, terms
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        except Exception as exc:
+            if not compiled:
+                raise
+            self.compiler.failed_with(exc)       # before the optimiser changed anything: redo this batch eagerly
+            return self.step((x, factors))
         self.optimizer.step()
         self.objective.after_step(self.step_count)
         return loss, terms
@@ -209,30 +215,22 @@ class Trainer:
     def _rollback(self, terms) -> bool:
         """A non-finite loss: restore the last good snapshot with a lower learning rate; False when out of tries."""
         self.rollbacks += 1
-        bad = {k: float(v.detach()) for k, v in terms.items()}
-        if self.rollbacks > self.max_rollbacks:
-            self.log.line(f"non-finite loss at step {self.step_count} ({bad}) after {self.max_rollbacks} rollbacks: "
-                          f"stopping with the last good model (step {self._snapshot['step']})")
-            rollbacks = self.rollbacks
-            self.load_state_dict(_clone(self._snapshot), restore_rng=False)
-            self.rollbacks = rollbacks
-            return False
-        scale = self.rates.lr_scale * self.rollback_lr_factor
-        self.log.line(f"non-finite loss at step {self.step_count} ({bad}): rolling back to step "
-                      f"{self._snapshot['step']} with learning rate x{scale:g}")
-        rollbacks = self.rollbacks
+        bad, rollbacks = {k: float(v.detach()) for k, v in terms.items()}, self.rollbacks
+        scale, giving_up = self.rates.lr_scale * self.rollback_lr_factor, self.rollbacks > self.max_rollbacks
+        self.log.line(f"non-finite loss at step {self.step_count} ({bad})" + (
+            f" after {self.max_rollbacks} rollbacks: stopping with the last good model (step {self._snapshot['step']})"
+            if giving_up else f": rolling back to step {self._snapshot['step']} with learning rate x{scale:g}"))
         self.load_state_dict(_clone(self._snapshot), restore_rng=False)
         self.rollbacks = rollbacks
-        self.rates.scale(scale)
-        return True
-
-    def _take_snapshot(self) -> None:
-        self._snapshot = _clone(self.state_dict())
+        if not giving_up:
+            self.rates.scale(scale)
+        return not giving_up
 
     def _on_signal(self, signum, _frame):
         self._stop_signal = signal.Signals(signum).name
 
     def _stage_fraction(self) -> float:
+        """This stage's own progress: max(step / max_steps, elapsed / budget), at most 1."""
         return min(max(self.step_count / max(self.max_steps, 1), self.budget.elapsed_fraction()), 1.0)
 
     # ----------------------------------------------------------------------------------------------- the run
@@ -256,7 +254,7 @@ class Trainer:
                                     os.path.join(self.output_dir, "config.gin"))
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         self.model.train()
-        self._take_snapshot()
+        self._snapshot = _clone(self.state_dict())
         reason = None
         try:
             self.export()                       # an export exists from the first second on
@@ -293,8 +291,10 @@ class Trainer:
             reason = self._stop_reason()
             if reason:
                 return reason
+            self.compiler.before_step(self.budget.time_left() - self.reserve_s())
             t0 = time.monotonic()
             loss, terms = self.step()
+            self.compiler.after_step(time.monotonic() - t0)
             if loss is None:
                 if not self._rollback(terms):
                     return "diverged"
@@ -307,7 +307,7 @@ class Trainer:
             self.log.add(terms, loss_value, self.objective.kl_per_dim())
             self.rates.after_step(loss_value)
             if self.step_count % self.snapshot_every == 0:
-                self._take_snapshot()
+                self._snapshot = _clone(self.state_dict())
             now = time.monotonic()
             if self.log.due(now, self.step_count == self.max_steps):
                 head = {**self.rates.rates(), "progress": round(self.progress_reached, 5)}
@@ -318,7 +318,7 @@ class Trainer:
                 self.hooks.call("on_progress", self._stage_fraction())
                 last_progress = now
             if now - last_checkpoint >= self.checkpoint_every_s:
-                self._take_snapshot()
+                self._snapshot = _clone(self.state_dict())
                 self.save_checkpoint(self._snapshot)
                 self.export()
                 self.hooks.call("on_checkpoint", self)

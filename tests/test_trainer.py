@@ -67,7 +67,7 @@ def _trainer(out, kind="pvae", objective="pvae", seed=0, data=None, **kwargs):
     rng = seed_everything(seed)
     model = make_model(kind=kind, architecture="mlp", latent_dim=4)
     settings = dict(max_steps=20, batch_size=8, learning_rate=1e-3, precision="fp32", checkpoint_every_s=1e9,
-                    log_every_s=1e9)
+                    log_every_s=1e9, compile="off")
     settings.update(kwargs)
     return Trainer(model, build_objective(objective), data or TinyData(), str(out), seed=seed, rng=rng, **settings)
 
@@ -128,7 +128,7 @@ def test_prefetch_draws_the_same_batches_as_drawing_in_the_loop(tmp_path):
 def test_an_error_in_the_prefetch_thread_surfaces_and_keeps_the_export(tmp_path):
     export = tmp_path / "representation" / "pytorch_model.pt"
     trainer = _trainer(tmp_path / "train", data=SlowStartData(fail_at=6), max_steps=10**9, snapshot_every=2,
-                       export_path=str(export))
+                       export_path=str(export), prefetch=2)
     with pytest.raises(OSError, match="simulated read error"):
         trainer.run()
     assert export.exists() and not _prefetch_threads()
