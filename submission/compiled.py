@@ -29,9 +29,23 @@ AUTO_MIN_STEPS = 10000
 
 
 def compile_cache_dir() -> str:
-    """Inductor's cache: ``$TORCHINDUCTOR_CACHE_DIR`` when set, else ``scratch/torch_compile`` in the kit."""
-    return os.environ.get("TORCHINDUCTOR_CACHE_DIR") or str(Path(__file__).resolve().parents[1] / "scratch" /
-                                                             "torch_compile")
+    """Inductor's cache for the kit: ``$KIT_COMPILE_CACHE`` when set, else ``scratch/torch_compile``. A
+    ``TORCHINDUCTOR_CACHE_DIR`` the user chose is kept (see ``_use_kit_cache``)."""
+    return os.environ.get("KIT_COMPILE_CACHE") or str(Path(__file__).resolve().parents[1] / "scratch" / "torch_compile")
+
+
+def _use_kit_cache() -> None:
+    """Point Inductor at the kit's cache unless the user chose one. Importing torch._dynamo (the optimiser does) already
+    fills ``TORCHINDUCTOR_CACHE_DIR`` with torch's default under /tmp, so "not chosen" means unset or that default;
+    Inductor reads the variable again at each cache access."""
+    current = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+        default = os.path.abspath(default_cache_dir())
+    except Exception:                  # a torch without that helper: only an unset variable counts as not chosen
+        default = None
+    if current is None or os.path.abspath(current) == default:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = compile_cache_dir()
 
 
 def resolve_compile(setting, device: torch.device, budget_s: float = None, max_steps: int = 0):
@@ -57,7 +71,7 @@ class CompiledModel:
         self.model, self.log = model, log
         self.compiled, self.failed = None, None
         if enabled:
-            os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", compile_cache_dir())
+            _use_kit_cache()
             # Random draws (the reparameterisation, the gates) go through torch's own generator, as in eager mode:
             # the same numbers, so a compiled step matches an eager one and a checkpoint's RNG state resumes it.
             import torch._inductor.config as inductor_config

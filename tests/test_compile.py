@@ -117,3 +117,18 @@ def test_a_budget_that_cannot_absorb_a_compile_trains_eagerly_and_meets_its_dead
     assert time.monotonic() - started < 8.0
     assert summary["stopped"] == "budget" and export.exists() and not trainer.compiler.active
     assert "s of budget left cannot absorb a first compile (up to 60 s); training eagerly" in capsys.readouterr().err
+
+
+def test_the_compile_cache_is_the_kits_unless_the_user_chose_one(monkeypatch, tmp_path):
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+    monkeypatch.setenv("KIT_COMPILE_CACHE", str(tmp_path / "kit"))
+    for before in (None, default_cache_dir()):          # unset, or torch's default filled in by importing dynamo
+        if before is None:
+            monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+        else:
+            monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", before)
+        compiled_module._use_kit_cache()
+        assert compiled_module.os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "kit")
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "mine"))
+    compiled_module._use_kit_cache()
+    assert compiled_module.os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "mine")
