@@ -85,13 +85,20 @@ def check_writable(path: str, what: str) -> None:
 
 
 def _check_dataset(name: str, data_dir: str, data_dir_explicit: bool) -> None:
+    """The name is known and its files are usable; checked without converting or reading images (nothing is written:
+    an official npz is converted by the first stage that trains on it, with its progress shown)."""
     from submission.data import DATASET_NAMES, DatasetError, get_dataset, is_dataset_name
+    from submission.data.npz_store import checking_only
+    from submission.data.registry import PROCEDURAL_DATASETS
     if not is_dataset_name(name):
         raise ConfigError(f"AICROWD_DATASET_NAME={name!r} is unknown; known datasets: {', '.join(DATASET_NAMES)}")
     if data_dir_explicit and not os.path.isdir(data_dir):
         raise ConfigError(f"DISENTANGLEMENT_LIB_DATA={data_dir!r} does not exist or is not a directory")
+    if name in PROCEDURAL_DATASETS:
+        return                         # no file; building it would fill the render cache
     try:
-        get_dataset(name, data_dir=data_dir)
+        with checking_only():
+            get_dataset(name, data_dir=data_dir)
     except DatasetError as exc:
         raise ConfigError(str(exc)) from None
 

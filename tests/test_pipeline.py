@@ -83,3 +83,28 @@ def test_budget_plan_keeps_a_margin_when_grading(tmp_path):
     assert (pre, fine) == (0.0, 8 * 3600 - 15 * 60)
     local = pipeline.read_config(_env(tmp_path, BUDGET="100s"))
     assert pipeline.plan_budget(local, need_pretrain=True) == (40.0, 60.0)
+
+
+def test_validating_an_official_file_converts_nothing_and_a_bad_one_is_one_line(tmp_path, monkeypatch):
+    """read_config checks the npz (headers, counts) without writing its .npy; the training stage converts it."""
+    import numpy as np
+    from submission.data import get_dataset
+    from submission.data.npz_export import write_npz
+    grid = [[0], [0], [0], [0], [0, 1], [0, 5, 9], [0, 39]]
+    sizes = tuple(len(v) for v in grid)
+    monkeypatch.setattr("submission.data.npz_datasets.MPI3D_LAYOUTS", {int(np.prod(sizes)): sizes})
+    npz = tmp_path / "data" / "mpi3d_real" / "mpi3d_real.npz"
+    write_npz(get_dataset("mpi3d_sim_toy"), npz, grid)
+    before = sorted(p.name for p in npz.parent.iterdir())
+    job = pipeline.read_config(_env(tmp_path, AICROWD_DATASET_NAME="mpi3d_real"))
+    assert job.dataset == "mpi3d_real" and sorted(p.name for p in npz.parent.iterdir()) == before
+    assert not (tmp_path / "out").exists()
+    images, _ = get_dataset("mpi3d_real", data_dir=tmp_path / "data").sample_batch(4, np.random.default_rng(0))
+    assert tuple(images.shape) == (4, 3, 64, 64) and (npz.parent / "mpi3d_real.images.npy").is_file()
+
+    bad = tmp_path / "bad" / "mpi3d_real" / "mpi3d_real.npz"
+    bad.parent.mkdir(parents=True)
+    np.savez(bad, images=np.zeros((5, 64, 64, 3), np.uint8))
+    with pytest.raises(pipeline.ConfigError, match=r"mpi3d_real\.npz\[images\]: 5 images; expected one of") as error:
+        pipeline.read_config(_env(tmp_path, AICROWD_DATASET_NAME="mpi3d_real", DISENTANGLEMENT_LIB_DATA=str(tmp_path / "bad")))
+    assert "\n" not in str(error.value) and sorted(p.name for p in bad.parent.iterdir()) == ["mpi3d_real.npz"]

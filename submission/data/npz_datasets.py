@@ -26,7 +26,7 @@ import torch
 from submission.data.errors import DatasetError
 from submission.data.factor_grid import FactorGridDataset, factor_strides
 from submission.data.mpi3d_render import MPI3D_FACTOR_NAMES
-from submission.data.npz_store import open_npz_member
+from submission.data.npz_store import UnconvertedImages, open_npz_member
 
 MPI3D_LAYOUTS = {1_036_800: (6, 6, 2, 3, 3, 40, 40), 460_800: (4, 4, 2, 3, 3, 40, 40)}
 MPI3D_COMPLEX_LAYOUTS = {460_800: (4, 4, 2, 3, 3, 40, 40)}
@@ -80,6 +80,9 @@ class StoredGridDataset(FactorGridDataset):
         self.factor_sizes = tuple(int(size) for size in factor_sizes)
         self._strides = factor_strides(self.factor_sizes)
         self._in_memory = None
+        if isinstance(store, UnconvertedImages):      # opened to be checked only: nothing to read, no image to give
+            self.storage = "disk"
+            return
         if storage == "memory":
             self._in_memory = self._store.read_all()
         elif storage == "cuda":

@@ -7,6 +7,8 @@ An npz is a zip whose members are .npy files (numpy's NEP 1 format).  We stream 
 name, check its size, then rename; an interrupted conversion leaves only a temp file, which the next run removes.
 """
 
+import contextlib
+import contextvars
 import logging
 import os
 import threading
@@ -19,6 +21,7 @@ from submission.data.errors import DatasetError
 
 log = logging.getLogger(__name__)
 CHUNK_BYTES = 16 << 20
+_CHECKING = contextvars.ContextVar("checking_only", default=False)
 TEMP_MARKER = ".partial-"
 
 
@@ -81,25 +84,64 @@ def _open_temp(target):
                            f"expected a writable directory (pass cache_dir= to use another)") from None
 
 
+@contextlib.contextmanager
+def checking_only():
+    """Within this block, opening a file-backed dataset checks its file (headers, shapes, sizes, label order) and
+    converts nothing: no .npy is written and no image is read (``UnconvertedImages`` stands in for the store). The
+    pipeline validates a job this way before it writes anything; the stage that trains converts, with its progress."""
+    token = _CHECKING.set(True)
+    try:
+        yield
+    finally:
+        _CHECKING.reset(token)
+
+
+def is_checking_only() -> bool:
+    return _CHECKING.get()
+
+
+class UnconvertedImages:
+    """The store of a dataset opened by ``checking_only``: its shape, and no images."""
+
+    def __init__(self, shape, source):
+        self.shape, self.source = tuple(int(n) for n in shape), source
+
+    def take(self, indices):
+        raise DatasetError(f"{self.source}: opened to be checked only (not converted); expected a dataset opened "
+                           f"outside submission.data.npz_store.checking_only to read images")
+
+    read_all = take
+
+
+def _npz_member_header(archive, npz_path, key, expected_dtype, image_shape, allowed_counts):
+    """(shape, the member's byte count) of ``key`` in the open ``archive``, checked without reading its data."""
+    member = key + ".npy"
+    if member not in archive.namelist():
+        raise DatasetError(f"{npz_path}: keys {[n[:-4] for n in archive.namelist()]}; expected a key {key!r}")
+    info = archive.getinfo(member)
+    with archive.open(member) as stream:
+        shape, fortran_order, dtype, header_bytes = read_npy_header(stream, f"{npz_path}[{key}]")
+    check_array_header(shape, fortran_order, dtype, f"{npz_path}[{key}]", expected_dtype, image_shape, allowed_counts)
+    expected_bytes = header_bytes + int(np.prod(shape)) * dtype.itemsize
+    if info.file_size != expected_bytes:
+        raise DatasetError(f"{npz_path}[{key}]: member of {info.file_size:,} bytes; expected {expected_bytes:,} "
+                           f"for shape {shape} (truncated or corrupt file)")
+    return shape, expected_bytes
+
+
+def _open_npz(npz_path):
+    try:
+        return zipfile.ZipFile(npz_path)
+    except (zipfile.BadZipFile, OSError) as error:
+        raise DatasetError(f"{npz_path}: not a readable npz ({error}); expected a zip of .npy arrays") from None
+
+
 def convert_npz_member(npz_path, key, target, expected_dtype, image_shape, allowed_counts):
     """Stream ``key`` of ``npz_path`` into the .npy file ``target``; returns the array's shape.  Never holds the array in RAM."""
     npz_path, target = Path(npz_path), Path(target)
-    try:
-        archive = zipfile.ZipFile(npz_path)
-    except (zipfile.BadZipFile, OSError) as error:
-        raise DatasetError(f"{npz_path}: not a readable npz ({error}); expected a zip of .npy arrays") from None
-    with archive:
-        member = key + ".npy"
-        if member not in archive.namelist():
-            raise DatasetError(f"{npz_path}: keys {[n[:-4] for n in archive.namelist()]}; expected a key {key!r}")
-        info = archive.getinfo(member)
-        with archive.open(member) as stream:
-            shape, fortran_order, dtype, header_bytes = read_npy_header(stream, f"{npz_path}[{key}]")
-            check_array_header(shape, fortran_order, dtype, f"{npz_path}[{key}]", expected_dtype, image_shape, allowed_counts)
-            expected_bytes = header_bytes + int(np.prod(shape)) * dtype.itemsize
-            if info.file_size != expected_bytes:
-                raise DatasetError(f"{npz_path}[{key}]: member of {info.file_size:,} bytes; expected {expected_bytes:,} "
-                                   f"for shape {shape} (truncated or corrupt file)")
+    with _open_npz(npz_path) as archive:
+        shape, expected_bytes = _npz_member_header(archive, npz_path, key, expected_dtype, image_shape, allowed_counts)
+        with archive.open(key + ".npy") as stream:
             temp, out = _open_temp(target)
             progress = _progress(expected_bytes, f"converting {npz_path.name}[{key}] to {target.name}")
             try:
@@ -230,6 +272,10 @@ def open_npz_member(npz_path, key, expected_dtype, image_shape, allowed_counts, 
     cached = cached_npy(target, npz_path, expected_dtype, image_shape, allowed_counts)
     if cached is not None:
         return cached
+    if is_checking_only():
+        with _open_npz(npz_path) as archive:
+            shape, _ = _npz_member_header(archive, npz_path, key, expected_dtype, image_shape, allowed_counts)
+        return UnconvertedImages(shape, f"{npz_path}[{key}]")
     convert_npz_member(npz_path, key, target, expected_dtype, image_shape, allowed_counts)
     return DiskImages(target)
 
