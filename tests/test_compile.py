@@ -8,7 +8,7 @@ import torch
 from submission import compiled as compiled_module
 from submission.artifacts import load_checkpoint
 from submission.export import verify_export_of_run
-from submission.objectives import Objective, build_objective
+from tests.test_faults import nan_from
 from tests.test_trainer import CrashAt, _trainer
 
 
@@ -67,22 +67,8 @@ def test_compiled_run_matches_eager_resumes_after_a_crash_and_exports(tmp_path, 
 
 
 def test_compiled_run_rolls_back_a_non_finite_loss(tmp_path, capsys):
-    class NaNFrom(Objective):
-        name = "pvae"
-
-        def __init__(self, after_calls):
-            super().__init__()
-            self.inner, self.after, self.calls = build_objective("pvae"), after_calls, 0
-
-        def forward(self, model, x, factors, step):
-            self.calls += 1
-            terms = self.inner(model, x, factors, step)
-            if self.calls > self.after:
-                terms["kl"] = terms["kl"] * float("nan")
-            return terms
-
     trainer = _trainer(tmp_path / "train", max_steps=100, compile="on", snapshot_every=5, max_rollbacks=2)
-    trainer.objective = NaNFrom(after_calls=12)
+    trainer.objective = nan_from(after_calls=12, method="pvae")
     summary = trainer.run()
     err = capsys.readouterr().err
     assert summary["stopped"] == "diverged" and summary["rollbacks"] == 3

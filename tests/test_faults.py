@@ -228,32 +228,38 @@ def test_sigkill_at_random_moments_resumes_from_the_last_checkpoint(tmp_path):
     assert artifacts.load_checkpoint(str(run / "checkpoint.pt"))["step"] == 400
 
 
-def test_repeated_nan_keeps_the_last_good_export(tmp_path):
-    from submission.hardware import seed_everything
-    from submission.models import make_model
+def nan_from(after_calls, method="beta_vae"):
+    """``method``'s objective, whose KL turns NaN from call ``after_calls + 1`` on."""
     from submission.objectives import build_objective
     from submission.objectives.base import Objective
-    from submission.trainer import Trainer
-    from submission.data import get_dataset
 
     class NaNFrom(Objective):
-        name = "beta_vae"
+        name = method
 
-        def __init__(self, after_calls):
+        def __init__(self):
             super().__init__()
-            self.inner, self.after, self.calls = build_objective("beta_vae"), after_calls, 0
+            self.inner, self.calls = build_objective(method), 0
 
         def forward(self, model, x, factors, step):
             self.calls += 1
             terms = self.inner(model, x, factors, step)
-            if self.calls > self.after:
+            if self.calls > after_calls:
                 terms["kl"] = terms["kl"] * float("nan")
             return terms
+
+    return NaNFrom()
+
+
+def test_repeated_nan_keeps_the_last_good_export(tmp_path):
+    from submission.hardware import seed_everything
+    from submission.models import make_model
+    from submission.trainer import Trainer
+    from submission.data import get_dataset
 
     export = tmp_path / "representation" / "pytorch_model.pt"
     rng = seed_everything(0)
     model = make_model(kind="vae", architecture="mlp", latent_dim=4)
-    trainer = Trainer(model, NaNFrom(after_calls=12), get_dataset("mpi3d_sim_toy"), str(tmp_path / "train"), rng=rng,
+    trainer = Trainer(model, nan_from(after_calls=12), get_dataset("mpi3d_sim_toy"), str(tmp_path / "train"), rng=rng,
                       max_steps=100, batch_size=8, precision="fp32", snapshot_every=5, max_rollbacks=3,
                       checkpoint_every_s=1e9, log_every_s=1e9, export_path=str(export))
     summary = trainer.run()
