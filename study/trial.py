@@ -54,9 +54,17 @@ class TrialSpec:
 
     @property
     def pretrain_key(self) -> str:
+        """The shared pretraining's scratch directory: the recipe's name, bindings and file fingerprint, and the
+        pretraining settings (a changed recipe file never reuses an earlier version's pretraining)."""
         shared = {"recipe": self.recipe, "bindings": list(self.bindings), "dataset": self.pretrain_dataset,
-                  "steps": self.pretrain_steps}
+                  "steps": self.pretrain_steps, "recipe_sha": recipe_sha(self.recipe)}
         return f"{self.recipe}-{hashlib.sha1(json.dumps(shared, sort_keys=True).encode()).hexdigest()[:8]}"
+
+    @property
+    def scratch_id(self) -> str:
+        """The trial's scratch directory: its id and its recipe file's fingerprint, so that a trial whose recipe file
+        changed never resumes from (or takes the finished stages of) what the earlier version left."""
+        return f"{self.trial_id}-{recipe_sha(self.recipe)[:8]}"
 
     @property
     def recipe_file(self) -> str:
@@ -179,7 +187,7 @@ def run_trial(spec: TrialSpec, study_dir: str, scratch_dir: str, threads: int = 
     """Run (or finish) one trial and write its run JSON; return the record. Raises TrialFailed (one line)."""
     from submission.artifacts import atomic_write_json
     t0 = time.monotonic()
-    trial_dir = os.path.join(scratch_dir, "trials", spec.trial_id)
+    trial_dir = os.path.join(scratch_dir, "trials", spec.scratch_id)
     log_path = os.path.join(trial_dir, "stage.log")
     export_path = os.path.join(trial_dir, "representation", "pytorch_model.pt")
     init, pretrain_s = (None, 0.0) if spec.pretrain_steps <= 0 else pretrain(spec, scratch_dir, threads)

@@ -110,6 +110,22 @@ def test_a_run_made_with_another_version_of_its_recipe_is_refused_not_skipped(tm
     assert runner.run_study(paths, [current, legacy]) == {"done": 0, "failed": 0, "skipped": 2}
 
 
+def test_a_changed_recipe_file_gets_fresh_scratch_directories(tmp_path, monkeypatch):
+    """Scratch (checkpoints, finished stages, the shared pretraining) is keyed by the recipe file's bytes as well: an
+    edited recipe never resumes from, or reuses the results of, what its earlier version left."""
+    from study import trial
+    recipe = tmp_path / "vae.gin"
+    recipe.write_text(open(trial.recipe_file("vae")).read())
+    monkeypatch.setattr(trial, "recipe_file", lambda name: str(recipe))
+    spec = TrialSpec("vae", 0, 20)
+    before = (spec.trial_id, spec.scratch_id, spec.pretrain_key)
+    recipe.write_text(recipe.read_text() + "\ntraining.learning_rate = 1e-3\n")
+    after = (spec.trial_id, spec.scratch_id, spec.pretrain_key)
+    assert after[0] == before[0]                       # the run JSON's name stays; check_recipe guards it
+    assert after[1] != before[1] and after[2] != before[2]
+    assert after[1].startswith(spec.trial_id + "-")
+
+
 def test_only_missing_trials_reach_ray(tmp_path, monkeypatch):
     paths = state.study_paths("s", str(tmp_path / "studies"), str(tmp_path / "scratch"))
     specs = plan.plan_trials(["vae"], [0, 1, 2], [], 20)
