@@ -54,7 +54,8 @@ def atomic_write(path: str, write, check=None) -> str:
     when given, may inspect it (and raise) before it replaces ``path``."""
     directory = os.path.dirname(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-", dir=directory)
+    # The temporary's name carries the writer's PID: remove_dead_temporaries can tell a killed write from a live one.
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.tmp-{os.getpid()}-", dir=directory)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)          # what open() would give, not mkstemp's owner-only 0600
         with os.fdopen(fd, "wb") as f:
@@ -111,6 +112,30 @@ def remove_temporaries(directory: str) -> int:
                 removed += 1
             except OSError:
                 pass
+    return removed
+
+
+def remove_dead_temporaries(path: str) -> int:
+    """Remove the temporaries that killed atomic writes to ``path`` left, never one a live process is writing (its PID
+    is in the name): safe without a lock, e.g. beside a dataset that several processes may convert at once."""
+    directory, prefix = os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-"
+    removed = 0
+    for name in os.listdir(directory) if os.path.isdir(directory) else ():
+        if not name.startswith(prefix):
+            continue
+        pid = name[len(prefix):].split("-", 1)[0]
+        try:
+            os.kill(int(pid), 0)
+            continue                              # alive (this process included): its write may be in progress
+        except (ValueError, ProcessLookupError):
+            pass                                  # a name without a PID, or a dead writer
+        except PermissionError:
+            continue                              # another user's live process
+        try:
+            os.remove(os.path.join(directory, name))
+            removed += 1
+        except OSError:
+            pass
     return removed
 
 

@@ -106,7 +106,7 @@ def test_bad_cars3d_is_one_line_and_writes_nothing(cars_dir, case):
     with pytest.raises(DatasetError, match=match) as error:
         get_dataset("cars3d", data_dir=cars_dir)
     assert "\n" not in str(error.value)
-    assert not any(p.suffix == ".npy" or "partial" in p.name for p in cars_dir.iterdir())
+    assert not any(p.suffix == ".npy" or ".tmp-" in p.name for p in cars_dir.iterdir())
 
 
 def _truncate(path):
@@ -133,7 +133,7 @@ def test_bad_smallnorb_is_one_line_and_writes_nothing(norb_dir, case):
     with pytest.raises(DatasetError, match=match) as error:
         get_dataset("smallnorb", data_dir=norb_dir)
     assert "\n" not in str(error.value)
-    assert not any(p.suffix == ".npy" or "partial" in p.name for p in norb_dir.iterdir())
+    assert not any(p.suffix == ".npy" or ".tmp-" in p.name for p in norb_dir.iterdir())
 
 
 def test_published_grids():

@@ -155,10 +155,12 @@ def test_interrupted_conversion_starts_afresh(tmp_path):
     images = np.random.RandomState(0).randint(0, 255, (4, 64, 64, 3)).astype(np.uint8)
     _write_member(path, "images", images)
     dead_pid = 2 ** 22 + 12345  # above the default pid_max: no such process
-    stale_temp = tmp_path / f"x.images.npy.partial-{dead_pid}"
+    stale_temp = tmp_path / f".x.images.npy.tmp-{dead_pid}-k3x9"      # what a killed atomic write leaves
+    live_temp = tmp_path / f".x.images.npy.tmp-{os.getpid()}-a1b2"    # a write in progress (this process): kept
     stale_temp.write_bytes(b"half")
+    live_temp.write_bytes(b"busy")
     ds = Mpi3dNpz(path, layouts={4: (2, 2)})
-    assert not stale_temp.exists()
+    assert not stale_temp.exists() and live_temp.exists()
     np.testing.assert_array_equal(ds.images_from_factors(np.array([[1, 0], [0, 1]])), images[[2, 1]])
     # A cache cut short (say, disk full before a rename we did not make) is detected by size and rebuilt.
     cache = tmp_path / "x.images.npy"

@@ -7,12 +7,12 @@ test files small.  Written streaming (stored or deflated zip), to a temp name, t
 """
 
 import itertools
-import os
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from submission.artifacts import atomic_write
 from submission.data.dsprites_render import ORIENTATIONS, POSITIONS, SCALES
 
 
@@ -36,12 +36,11 @@ def write_npz(dataset, path, factor_values=None, compress=False, chunk=4096, dsp
     factors = grid_factors(factor_values)
     if dsprites_format is None:
         dsprites_format = tuple(dataset.observation_shape) == (64, 64, 1)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(path.name + f".partial-{os.getpid()}")
     mode = zipfile.ZIP_DEFLATED if compress else zipfile.ZIP_STORED
     batches = (factors[i:i + chunk] for i in range(0, len(factors), chunk))
-    try:
-        with zipfile.ZipFile(temp, "w", compression=mode, allowZip64=True) as archive:
+
+    def write(out):
+        with zipfile.ZipFile(out, "w", compression=mode, allowZip64=True) as archive:
             if dsprites_format:
                 _write_member(archive, "imgs", (len(factors), 64, 64), np.uint8,
                               (dataset.images_from_factors(b)[..., 0] // 255 for b in batches))
@@ -53,7 +52,5 @@ def write_npz(dataset, path, factor_values=None, compress=False, chunk=4096, dsp
             else:
                 _write_member(archive, "images", (len(factors), *dataset.observation_shape), np.uint8,
                               (dataset.images_from_factors(b) for b in batches))
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+    atomic_write(str(path), write)
     return factors

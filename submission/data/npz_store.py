@@ -8,6 +8,7 @@ name, check its size, then rename; an interrupted conversion leaves only a temp 
 """
 
 import contextlib
+import io
 import contextvars
 import logging
 import os
@@ -22,7 +23,6 @@ from submission.data.errors import DatasetError
 log = logging.getLogger(__name__)
 CHUNK_BYTES = 16 << 20
 _CHECKING = contextvars.ContextVar("checking_only", default=False)
-TEMP_MARKER = ".partial-"
 
 
 def read_npy_header(stream, source):
@@ -57,31 +57,37 @@ def _progress(total_bytes, description):
     return progress(total_bytes, description, unit="B")
 
 
-def _remove_stale_temps(target):
-    """Remove temp files of earlier conversions whose process is gone (an interrupted run), never a live one's."""
-    for temp in target.parent.glob(target.name + TEMP_MARKER + "*"):
-        pid = temp.name.rsplit(TEMP_MARKER, 1)[1]
-        try:
-            os.kill(int(pid), 0)
-            alive = int(pid) != os.getpid()
-        except (ValueError, ProcessLookupError):
-            alive = False
-        except PermissionError:
-            alive = True
-        if not alive:
-            temp.unlink(missing_ok=True)
-
-
-def _open_temp(target):
-    """(temp path, open binary file) beside ``target`` for an atomic write, after removing dead runs' temps."""
+def _writable_cache(target):
+    """``target``'s directory exists and is writable (else one line), and the temporaries of killed conversions of
+    ``target`` are gone (a live process's are kept: ``artifacts.remove_dead_temporaries``)."""
+    from submission.artifacts import remove_dead_temporaries
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        _remove_stale_temps(target)
-        temp = target.with_name(target.name + TEMP_MARKER + str(os.getpid()))
-        return temp, open(temp, "wb")
+        if not os.access(target.parent, os.W_OK):
+            raise PermissionError(13, "Permission denied")
     except OSError as error:
         raise DatasetError(f"{target.parent}: cannot write the .npy cache ({error.strerror or error}); "
                            f"expected a writable directory (pass cache_dir= to use another)") from None
+    remove_dead_temporaries(str(target))
+
+
+def _write_checked(target, write, expected_bytes, source, what):
+    """``write(file)`` into ``target`` through the kit's one atomic write; the temporary must hold ``expected_bytes``
+    or nothing replaces ``target``. Read errors become one DatasetError line naming ``source``."""
+    from submission.artifacts import atomic_write
+
+    def check(temporary):
+        written = os.path.getsize(temporary)
+        if written != expected_bytes:
+            raise DatasetError(f"{source}: {what} {written:,} bytes; expected {expected_bytes:,} "
+                               f"(truncated or corrupt file)")
+    try:
+        atomic_write(str(target), write, check)
+    except DatasetError:
+        raise
+    except (zipfile.BadZipFile, EOFError, OSError) as error:
+        raise DatasetError(f"{source}: {type(error).__name__}: {error} while converting; "
+                           f"expected an intact file (truncated or corrupt?)") from None
 
 
 @contextlib.contextmanager
@@ -141,31 +147,21 @@ def convert_npz_member(npz_path, key, target, expected_dtype, image_shape, allow
     npz_path, target = Path(npz_path), Path(target)
     with _open_npz(npz_path) as archive:
         shape, expected_bytes = _npz_member_header(archive, npz_path, key, expected_dtype, image_shape, allowed_counts)
-        with archive.open(key + ".npy") as stream:
-            temp, out = _open_temp(target)
-            progress = _progress(expected_bytes, f"converting {npz_path.name}[{key}] to {target.name}")
-            try:
-                with out:
-                    stream.seek(0)  # the member is itself a .npy file: copy header and data verbatim
-                    while True:
-                        chunk = stream.read(CHUNK_BYTES)
-                        if not chunk:
-                            break
-                        out.write(chunk)
-                        progress.update(len(chunk))
-                written = temp.stat().st_size
-                if written != expected_bytes:
-                    raise DatasetError(f"{npz_path}[{key}]: read {written:,} bytes; expected {expected_bytes:,} "
-                                       f"(truncated or corrupt file)")
-                os.replace(temp, target)
-            except (zipfile.BadZipFile, EOFError, OSError, DatasetError) as error:
-                temp.unlink(missing_ok=True)
-                if isinstance(error, DatasetError):
-                    raise
-                raise DatasetError(f"{npz_path}[{key}]: {type(error).__name__}: {error} while converting; "
-                                   f"expected an intact npz (truncated or corrupt file?)") from None
-            finally:
-                progress.close()
+        _writable_cache(target)
+        progress = _progress(expected_bytes, f"converting {npz_path.name}[{key}] to {target.name}")
+
+        def copy(out):
+            with archive.open(key + ".npy") as stream:   # the member is itself a .npy file: header and data verbatim
+                while True:
+                    chunk = stream.read(CHUNK_BYTES)
+                    if not chunk:
+                        break
+                    out.write(chunk)
+                    progress.update(len(chunk))
+        try:
+            _write_checked(target, copy, expected_bytes, f"{npz_path}[{key}]", "read")
+        finally:
+            progress.close()
     return shape
 
 
@@ -311,30 +307,19 @@ def write_npy_atomically(target, shape, dtype, chunks, source):
     """
     target, dtype = Path(target), np.dtype(dtype)
     header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": tuple(shape)}
-    temp, out = _open_temp(target)
+    _writable_cache(target)
     data_bytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     progress = _progress(data_bytes, f"converting {source} to {target.name}")
+
+    def write(out):
+        np.lib.format.write_array_header_1_0(out, header)
+        for chunk in chunks:
+            out.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())
+            progress.update(chunk.nbytes)
+    header_size = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header_size, header)
     try:
-        with out:
-            np.lib.format.write_array_header_1_0(out, header)
-            header_bytes = out.tell()
-            for chunk in chunks:
-                out.write(np.ascontiguousarray(chunk, dtype=dtype).tobytes())
-                progress.update(chunk.nbytes)
-        written = temp.stat().st_size
-        if written != header_bytes + data_bytes:
-            raise DatasetError(f"{source}: converted {written - header_bytes:,} bytes; expected {data_bytes:,} "
-                               f"(truncated or corrupt file)")
-        os.replace(temp, target)
-    except (OSError, EOFError, DatasetError) as error:
-        temp.unlink(missing_ok=True)
-        if isinstance(error, DatasetError):
-            raise
-        raise DatasetError(f"{source}: {type(error).__name__}: {error} while converting; "
-                           f"expected an intact file (truncated or corrupt?)") from None
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
+        _write_checked(target, write, header_size.tell() + data_bytes, source, "wrote")
     finally:
         progress.close()
     return target
