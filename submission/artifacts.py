@@ -101,12 +101,10 @@ def atomic_replace_dir(staging: str, final: str) -> None:
         os.replace(staging, final)
 
 
-def remove_temporaries(directory: str) -> int:
-    """Remove what killed atomic writes left in ``directory`` (their temporary files); only call it while holding the
-    directory's lock, so no write in progress is touched. Returns how many were removed."""
+def _remove_temporaries_where(directory: str, prefix: str, removable) -> int:
     removed = 0
     for name in os.listdir(directory) if os.path.isdir(directory) else ():
-        if name.startswith(".") and ".tmp-" in name:
+        if name.startswith(prefix) and ".tmp-" in name and removable(name):
             try:
                 os.remove(os.path.join(directory, name))
                 removed += 1
@@ -115,28 +113,28 @@ def remove_temporaries(directory: str) -> int:
     return removed
 
 
+def remove_temporaries(directory: str) -> int:
+    """Remove what killed atomic writes left in ``directory`` (their temporary files); only call it while holding the
+    directory's lock, so no write in progress is touched. Returns how many were removed."""
+    return _remove_temporaries_where(directory, ".", lambda name: True)
+
+
+def _writer_alive(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+        return True                     # alive (this process included): its write may be in progress
+    except (ValueError, ProcessLookupError):
+        return False                    # a name without a PID, or a dead writer
+    except PermissionError:
+        return True                     # another user's live process
+
+
 def remove_dead_temporaries(path: str) -> int:
     """Remove the temporaries that killed atomic writes to ``path`` left, never one a live process is writing (its PID
     is in the name): safe without a lock, e.g. beside a dataset that several processes may convert at once."""
     directory, prefix = os.path.dirname(os.path.abspath(path)), f".{os.path.basename(path)}.tmp-"
-    removed = 0
-    for name in os.listdir(directory) if os.path.isdir(directory) else ():
-        if not name.startswith(prefix):
-            continue
-        pid = name[len(prefix):].split("-", 1)[0]
-        try:
-            os.kill(int(pid), 0)
-            continue                              # alive (this process included): its write may be in progress
-        except (ValueError, ProcessLookupError):
-            pass                                  # a name without a PID, or a dead writer
-        except PermissionError:
-            continue                              # another user's live process
-        try:
-            os.remove(os.path.join(directory, name))
-            removed += 1
-        except OSError:
-            pass
-    return removed
+    return _remove_temporaries_where(directory, prefix,
+                                     lambda name: not _writer_alive(name[len(prefix):].split("-", 1)[0]))
 
 
 def is_disk_full(exc: BaseException) -> bool:
