@@ -35,7 +35,7 @@ def test_pretrain_then_fine_tune_and_export(tmp_path):
     for name in ("checkpoint.pt", "config.gin", "log.jsonl"):
         assert (tmp_path / "out" / "train" / name).exists()
     out = torch.jit.load(str(export))(torch.rand(16, 3, 64, 64))
-    assert out.shape == (16, 10)
+    assert out.shape == (16, checkpoint["model_config"]["latent_dim"]) == (16, 20)      # the PVAE recipe's 20 codes
 
 
 @pytest.mark.parametrize("case", ["dataset", "init_from", "gin", "architecture", "budget"])
