@@ -8,8 +8,8 @@ name, check its size, then rename; an interrupted conversion leaves only a temp 
 """
 
 import contextlib
-import io
 import contextvars
+import io
 import logging
 import os
 import threading
