@@ -88,6 +88,10 @@ def main():
     parser.add_argument("--precisions", nargs="+", default=["fp32", "bf16"], choices=["fp32", "bf16"])
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile'd steps (training.compile)")
     args = parser.parse_args()
+    known = [f"{c[0]}/{c[2]}" for c in CASES]
+    unknown = [case for case in args.cases or () if case not in known]
+    if unknown:
+        parser.error(f"--cases {' '.join(unknown)}: unknown; expected some of {', '.join(known)}")
     cases = [c for c in CASES if args.cases is None or f"{c[0]}/{c[2]}" in args.cases]
     dataset = get_dataset(args.dataset)
     print(f"CPU: {cpu_summary()}; torch {torch.__version__}, {torch.get_num_threads()} threads, dataset {args.dataset}, batch 64, "

@@ -132,7 +132,8 @@ def main(argv=None, prog: str = "submission.train", pretrain: bool = False) -> i
         # The CLI's budget counts from process start (imports included), as the pipeline's stage budgets assume.
         summary = run(args, pretrain=pretrain, start_time=process_start_time() if argv is None else None)
     except ValueError as exc:          # DatasetError, TrainingError, budget and gin problems are all ValueErrors
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        # gin appends "In call to configurable ..." on a line of its own to errors raised in a configurable: keep ours.
+        print(f"{prog}: error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
         return 2
     except RuntimeError as exc:        # ExportError: the export did not reproduce the model; the old one is kept
         print(f"{prog}: error: {exc}", file=sys.stderr)

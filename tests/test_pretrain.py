@@ -38,7 +38,7 @@ def test_pretrain_then_fine_tune_and_export(tmp_path):
     assert out.shape == (16, checkpoint["model_config"]["latent_dim"]) == (16, 20)      # the PVAE recipe's 20 codes
 
 
-@pytest.mark.parametrize("case", ["dataset", "init_from", "gin", "architecture", "budget"])
+@pytest.mark.parametrize("case", ["dataset", "init_from", "gin", "architecture", "budget", "compile", "prefetch"])
 def test_bad_input_is_one_line_and_writes_nothing(tmp_path, case):
     args = ["submission.train", "--gin_file", "submission/configs/beta_vae.gin", "--dataset", "mpi3d_sim_toy",
             "--output", str(tmp_path / "run" / "train"), "--budget", "60s", "--max_steps", "1", *FAST]
@@ -50,6 +50,8 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, case):
         args += ["--gin_binding", "training.no_such_parameter=3"]
     elif case == "budget":
         args[args.index("60s")] = "soon"
+    elif case in ("compile", "prefetch"):          # a bad setting raised inside the gin configurable: still one line
+        args += ["--gin_binding", f"training.{case} = 'fast'"]
     elif case == "architecture":
         from submission.models import make_model
         from submission.artifacts import CHECKPOINT_FORMAT
