@@ -22,7 +22,6 @@ from pathlib import Path
 
 import torch
 
-COMPILE_CHOICES = ("auto", "on", "off", "cudagraphs")
 COLD_COMPILE_S = 60.0          # what the deadline reserves for the first compiled step (measured ~30 s cold on 2 cores)
 AUTO_MIN_SECONDS = 600.0
 AUTO_MIN_STEPS = 10000
