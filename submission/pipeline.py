@@ -1,4 +1,5 @@
-"""The whole job behind ``./run.sh``: validate the variables, pretrain, fine-tune, export, evaluate, print the table.
+"""The whole job behind ``./run.sh``: validate the variables, pretrain, fine-tune, export, evaluate, print the table
+(a short run, under SHORT_RUN_S, trains once on its dataset with its model's short-run settings instead).
 
 Every stage runs as its own subprocess (``python -m pretrain``, ``python -m submission.train``, ``python -m evaluate``), so
 gin and torch state never leak between them and a signal to this process reaches the stage that is running. All input is
@@ -25,6 +26,10 @@ PRETRAIN_SHARE = 0.4
 GRADING_MARGIN_S = 15 * 60
 LOCAL_DEFAULT_BUDGET = "4m"
 GRADING_DEFAULT_BUDGET = "8h"
+# A job whose budget is under this gets its model's short-run settings (submission/configs/short/<model>.gin), when the
+# model has them, on top of the recipe, and trains on its dataset only (no pretraining): what a few thousand steps need
+# to learn the arm (see that file).
+SHORT_RUN_S = 30 * 60
 
 
 class ConfigError(ValueError):
@@ -43,10 +48,22 @@ class JobConfig:
     output_dir: str        # $AICROWD_OUTPUT_PATH/$AICROWD_EVALUATION_NAME
     data_dir: str
     pretrained_dir: str
+    short_run_settings: str = "auto"  # "auto": the short-run file when the budget is under SHORT_RUN_S; "off": never
 
     @property
     def recipe(self) -> str:
         return os.path.join(REPO_ROOT, "submission", "configs", f"{self.model}.gin")
+
+    @property
+    def short_run_file(self):
+        """The model's short-run settings file when this job uses them, else None."""
+        path = os.path.join(REPO_ROOT, "submission", "configs", "short", f"{self.model}.gin")
+        use = self.short_run_settings == "auto" and self.budget_s < SHORT_RUN_S and os.path.exists(path)
+        return path if use else None
+
+    @property
+    def gin_files(self) -> list:
+        return [self.recipe] + ([self.short_run_file] if self.short_run_file else [])
 
     @property
     def pretrained_checkpoint(self) -> str:
@@ -145,12 +162,18 @@ def read_config(env=None) -> JobConfig:
     eval_settings = env.get("EVAL_SETTINGS", "challenge").strip().lower()
     if eval_settings not in ("challenge", "quick"):
         raise ConfigError(f"EVAL_SETTINGS={eval_settings!r} is unknown; choose 'challenge' (the leaderboard's) or 'quick'")
+    short_run_settings = env.get("SHORT_RUN_SETTINGS", "auto").strip().lower()
+    if short_run_settings not in ("auto", "off"):
+        raise ConfigError(f"SHORT_RUN_SETTINGS={short_run_settings!r} is unknown; choose 'auto' (the default: "
+                          f"submission/configs/short/<model>.gin for budgets under {SHORT_RUN_S // 60} minutes) or 'off'")
     pretrained_dir = os.path.abspath(env.get("PRETRAINED_DIR") or os.path.join(REPO_ROOT, "pretrain", "checkpoints"))
-    _check_pretrained(os.path.join(pretrained_dir, f"{model}.pt"))
-    return JobConfig(model=model, dataset=dataset, budget_s=budget_s, seed=seed, grading=grading,
-                     evaluate=evaluate_flag in ("1", "true", "yes"), eval_settings=eval_settings,
-                     output_dir=output_dir, data_dir=data_dir,
-                     pretrained_dir=pretrained_dir)
+    job = JobConfig(model=model, dataset=dataset, budget_s=budget_s, seed=seed, grading=grading,
+                    evaluate=evaluate_flag in ("1", "true", "yes"), eval_settings=eval_settings,
+                    output_dir=output_dir, data_dir=data_dir, pretrained_dir=pretrained_dir,
+                    short_run_settings=short_run_settings)
+    if not job.short_run_file:                 # a short run neither pretrains nor starts from a pretrained checkpoint
+        _check_pretrained(job.pretrained_checkpoint)
+    return job
 
 
 class StageFailed(RuntimeError):
@@ -184,6 +207,7 @@ def _run_stage(name: str, args: list, ok_codes=(0,)) -> int:
             signal.signal(s, handler)
     if received:
         saved = {"pretrain": "it saved its checkpoint", "fine-tune": "it saved its checkpoint and export",
+                 "train": "it saved its checkpoint and export",
                  "evaluate": "the export is intact; rerun to evaluate it"}.get(name, "nothing is lost")
         raise Interrupted(f"{received[0]} received during {name}; {saved}; the job stops here (rerun ./run.sh to "
                           f"continue)")
@@ -197,24 +221,28 @@ def plan_budget(job: JobConfig, need_pretrain: bool) -> tuple:
     train_s = job.budget_s
     if job.grading:
         train_s = max(train_s - min(GRADING_MARGIN_S, 0.05 * train_s), 0.5 * train_s)
-    pretrain_s = PRETRAIN_SHARE * train_s if need_pretrain else 0.0
+    pretrain_s = PRETRAIN_SHARE * train_s if need_pretrain and not job.short_run_file else 0.0
     return pretrain_s, train_s - pretrain_s
 
 
 def run(job: JobConfig) -> dict:
     """Run the whole job; return the scores (empty when evaluation is off)."""
     start = time.monotonic()
-    need_pretrain = not os.path.exists(job.pretrained_checkpoint)
+    short = job.short_run_file is not None
+    need_pretrain = not short and not os.path.exists(job.pretrained_checkpoint)
     pretrain_s, finetune_s = plan_budget(job, need_pretrain)
     print(f"model={job.model} dataset={job.dataset} budget={format_seconds(job.budget_s)} seed={job.seed} "
           f"output={job.output_dir}", flush=True)
+    if short:
+        print(f"short run (budget under {SHORT_RUN_S // 60} minutes): {os.path.relpath(job.short_run_file, REPO_ROOT)} "
+              f"on top of the recipe, no pretraining (SHORT_RUN_SETTINGS=off: the recipe as is)", flush=True)
     aicrowd_helpers.execution_start(job.output_dir)
-    gin = ["--gin_file", job.recipe]
+    gin = [arg for path in job.gin_files for arg in ("--gin_file", path)]
     common = ["--data_dir", job.data_dir, "--job_dir", job.output_dir]
     # The recipes' schedules run over the whole job: pretraining is their first PRETRAIN_SHARE, fine-tuning the rest
     # (also when the pretrained checkpoint came from an earlier job: it went through that first part).
     spans = {"pretrain": ["--gin_binding", f"training.progress_span = (0.0, {PRETRAIN_SHARE})"],
-             "fine-tune": ["--gin_binding", f"training.progress_span = ({PRETRAIN_SHARE}, 1.0)"]}
+             "fine-tune": ["--gin_binding", f"training.progress_span = ({0.0 if short else PRETRAIN_SHARE}, 1.0)"]}
     train_end = 0.9 if job.evaluate else 1.0
     pretrain_end = train_end * pretrain_s / (pretrain_s + finetune_s)
     if need_pretrain:
@@ -230,14 +258,15 @@ def run(job: JobConfig) -> dict:
                   "using it from the run directory", flush=True)
             job = dataclasses.replace(job, pretrained_dir=run_dir)
             os.replace(os.path.join(run_dir, "checkpoint.pt"), job.pretrained_checkpoint)
-    else:
+    elif not short:
         print(f"using pretrained checkpoint {job.pretrained_checkpoint}", flush=True)
     # Whatever pretraining really took, fine-tuning gets what is left of the training budget.
     finetune_s = max(pretrain_s + finetune_s - (time.monotonic() - start), 30.0)
-    _run_stage("fine-tune", ["submission.train", *gin, *spans["fine-tune"], *common, "--dataset", job.dataset,
+    init = [] if short else ["--init_from", job.pretrained_checkpoint]
+    _run_stage("train" if short else "fine-tune", ["submission.train", *gin, *spans["fine-tune"], *common, "--dataset", job.dataset,
                              "--grader_span", f"{pretrain_end:.4f},{train_end:.4f}", "--output", job.layout.train_dir,
-                             "--budget", f"{finetune_s:.0f}s", "--seed", str(job.seed),
-                             "--init_from", job.pretrained_checkpoint, "--export", job.export_path])
+                             "--budget", f"{finetune_s:.0f}s", "--seed", str(job.seed), *init,
+                             "--export", job.export_path])
     if not os.path.exists(job.export_path):
         raise StageFailed(f"fine-tuning exited without writing {job.export_path}")
     scores = {}

@@ -78,7 +78,7 @@ def test_untrusted_checkpoints_are_refused_by_every_entry_point(tmp_path, capsys
     os.makedirs(pretrained)
     _malicious_checkpoint(pretrained / "pvae.pt", marker)
     with pytest.raises(ConfigError, match="untrusted") as refused:
-        read_config({"PRETRAINED_DIR": str(pretrained), "AICROWD_OUTPUT_PATH": str(tmp_path / "job")})
+        read_config({"PRETRAINED_DIR": str(pretrained), "AICROWD_OUTPUT_PATH": str(tmp_path / "job"), "BUDGET": "1h"})
     assert str(pretrained / "pvae.pt") in str(refused.value) and not (tmp_path / "job").exists()
 
     assert not marker.exists(), "a checkpoint's pickle ran code"
@@ -277,7 +277,8 @@ def test_sigterm_in_each_stage_of_run_sh_stops_with_a_line_and_a_rerun_finishes(
     so SIGTERM there also covers the export; bench/faults.py kills at random moments, exports included."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AICROWD_", "MODEL", "BUDGET", "SEED"))}
     env.update(AICROWD_OUTPUT_PATH=str(tmp_path / "out"), AICROWD_EVALUATION_NAME="job", BUDGET="40s",
-               PRETRAINED_DIR=str(tmp_path / "pretrained"), EVAL_SETTINGS="quick", KIT_PROGRESS="plain",
+               SHORT_RUN_SETTINGS="off", PRETRAINED_DIR=str(tmp_path / "pretrained"), EVAL_SETTINGS="quick",
+               KIT_PROGRESS="plain",
                OMP_NUM_THREADS="2")
     proc = subprocess.Popen(["./run.sh"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)

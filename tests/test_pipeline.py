@@ -25,6 +25,7 @@ BAD_INPUTS = {
     "missing dataset file": (dict(AICROWD_DATASET_NAME="mpi3d_toy"), ["mpi3d_toy"]),
     "malformed budget": (dict(BUDGET="8 hours"), ["BUDGET", "8 hours"]),
     "malformed seed": (dict(SEED="one"), ["SEED", "one"]),
+    "unknown short-run setting": (dict(SHORT_RUN_SETTINGS="maybe"), ["SHORT_RUN_SETTINGS", "maybe", "auto", "off"]),
 }
 
 
@@ -81,8 +82,10 @@ def test_budget_plan_keeps_a_margin_when_grading(tmp_path):
     assert pre + fine == 8 * 3600 - 15 * 60 and pre == pytest.approx(0.4 * (pre + fine))
     pre, fine = pipeline.plan_budget(job, need_pretrain=False)
     assert (pre, fine) == (0.0, 8 * 3600 - 15 * 60)
-    local = pipeline.read_config(_env(tmp_path, BUDGET="100s"))
+    local = pipeline.read_config(_env(tmp_path, BUDGET="100s", SHORT_RUN_SETTINGS="off"))
     assert pipeline.plan_budget(local, need_pretrain=True) == (40.0, 60.0)
+    short = pipeline.read_config(_env(tmp_path, BUDGET="100s"))       # a short run trains once, on the dataset
+    assert pipeline.plan_budget(short, need_pretrain=True) == (0.0, 100.0)
 
 
 def test_validating_an_official_file_converts_nothing_and_a_bad_one_is_one_line(tmp_path, monkeypatch):
@@ -108,3 +111,46 @@ def test_validating_an_official_file_converts_nothing_and_a_bad_one_is_one_line(
     with pytest.raises(pipeline.ConfigError, match=r"mpi3d_real\.npz\[images\]: 5 images; expected one of") as error:
         pipeline.read_config(_env(tmp_path, AICROWD_DATASET_NAME="mpi3d_real", DISENTANGLEMENT_LIB_DATA=str(tmp_path / "bad")))
     assert "\n" not in str(error.value) and sorted(p.name for p in bad.parent.iterdir()) == ["mpi3d_real.npz"]
+
+
+def test_short_budgets_get_the_models_short_run_settings_and_no_pretraining(tmp_path):
+    short = pipeline.read_config(_env(tmp_path))                       # the 4-minute default
+    settings = os.path.join(ROOT, "submission", "configs", "short", "pvae.gin")
+    assert short.short_run_file == settings and short.gin_files == [short.recipe, settings]
+    for overrides in (dict(BUDGET="30m"), dict(SHORT_RUN_SETTINGS="off"), dict(MODEL="betatcvae")):
+        job = pipeline.read_config(_env(tmp_path, **overrides))
+        assert job.short_run_file is None and job.gin_files == [job.recipe], overrides
+    # A short run never starts from the pretrained checkpoint, so a broken one stops only the jobs that would load it.
+    (tmp_path / "pretrained").mkdir()
+    (tmp_path / "pretrained" / "pvae.pt").write_bytes(b"not a checkpoint")
+    assert pipeline.read_config(_env(tmp_path)).short_run_file == settings
+    with pytest.raises(pipeline.ConfigError, match="pvae.pt"):
+        pipeline.read_config(_env(tmp_path, BUDGET="1h"))
+
+
+def test_an_unknown_short_run_setting_is_one_line(tmp_path):
+    with pytest.raises(pipeline.ConfigError, match="SHORT_RUN_SETTINGS='sometimes' is unknown"):
+        pipeline.read_config(_env(tmp_path, SHORT_RUN_SETTINGS="sometimes"))
+
+
+def test_the_short_run_settings_parse_on_the_recipe_and_defer_the_dip_term():
+    import gin
+    from submission.objectives.pvae import PVAEObjective
+    from submission.schedules import Clock, value_at
+    from submission.train import parse_gin
+    recipe = os.path.join(ROOT, "submission", "configs", "pvae.gin")
+    try:
+        parse_gin([recipe], [])
+        plain = PVAEObjective()
+        assert gin.query_parameter("training.learning_rate") == 5e-4
+        parse_gin([recipe, os.path.join(ROOT, "submission", "configs", "short", "pvae.gin")], [])
+        short = PVAEObjective()
+        assert gin.query_parameter("training.learning_rate") == 1e-3
+        assert gin.query_parameter("model.options")["init_log_alpha"] == 6.0
+    finally:
+        gin.clear_config()
+    lambdas = lambda objective, progress: (value_at(objective.lambda_od, Clock(0, progress)),
+                                           value_at(objective.lambda_d, Clock(0, progress)))
+    assert lambdas(plain, 0.25) == lambdas(plain, 0.9) == (20.0, 2.0)
+    assert lambdas(short, 0.25) == lambdas(short, 0.5) == (0.0, 0.0)
+    assert lambdas(short, 0.6) == pytest.approx((10.0, 1.0)) and lambdas(short, 0.7) == pytest.approx((20.0, 2.0))

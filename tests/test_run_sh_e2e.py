@@ -1,4 +1,5 @@
-"""./run.sh end to end on the procedural stand-ins: pretrain, fine-tune, export, evaluate, the table; and SIGTERM."""
+"""./run.sh end to end on the procedural stand-ins: a short run (train, export, evaluate, the table), the recipe's
+pretrain then fine-tune, and SIGTERM."""
 import json
 import math
 import os
@@ -45,11 +46,21 @@ def test_run_sh_trains_exports_evaluates_and_prints_the_table(tmp_path):
     assert names[-1] == "disentanglement_challenge:execution_completed"
     progress = [e["payload"]["progress"] for e in events if e["event"].endswith("register_progress")]
     assert progress == sorted(progress) and progress[-1] == 1.0
-    assert (tmp_path / "pretrained" / "pvae.pt").exists() and (job / "report" / "report.html").exists()
+    # A 40-second budget is a short run: the short-run settings on the recipe, one stage on the dataset, no pretraining.
+    assert "short run (budget under 30 minutes): submission/configs/short/pvae.gin" in result.stdout
+    assert "=== pretrain" not in result.stdout and "--init_from" not in result.stdout
+    assert "=== train: submission.train" in result.stdout and "progress_span = (0.0, 1.0)" in result.stdout
+    assert "od/Linear.delay = 0.5" in (job / "train" / "config.gin").read_text()
+    assert not (tmp_path / "pretrained").exists() and (job / "report" / "report.html").exists()
 
-    # A second run reuses the pretrained checkpoint and gives fine-tuning the whole budget.
-    again = subprocess.run(["./run.sh"], cwd=ROOT, env=_env(tmp_path, BUDGET="20s", EVALUATE="0",
-                                                            AICROWD_EVALUATION_NAME="e2e_again"),
+    # With the recipe as is, a job pretrains and keeps the checkpoint; the next job reuses it and gives fine-tuning the
+    # whole budget.
+    recipe = _env(tmp_path, BUDGET="20s", EVALUATE="0", SHORT_RUN_SETTINGS="off", AICROWD_EVALUATION_NAME="e2e_pre")
+    first = subprocess.run(["./run.sh"], cwd=ROOT, env=recipe, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "=== pretrain" in first.stdout and "short run" not in first.stdout
+    assert (tmp_path / "pretrained" / "pvae.pt").exists()
+    again = subprocess.run(["./run.sh"], cwd=ROOT, env=dict(recipe, AICROWD_EVALUATION_NAME="e2e_again"),
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "using pretrained checkpoint" in again.stdout and "=== pretrain" not in again.stdout
@@ -58,7 +69,7 @@ def test_run_sh_trains_exports_evaluates_and_prints_the_table(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_during_fine_tuning_leaves_a_valid_export_and_stops_the_job(tmp_path):
-    env = _env(tmp_path, BUDGET="10m")
+    env = _env(tmp_path, BUDGET="10m", SHORT_RUN_SETTINGS="off")          # the recipe: fine-tuned from pretraining
     (tmp_path / "pretrained").mkdir()
     pre = subprocess.run([os.path.join(ROOT, ".venv", "bin", "python"), "-m", "pretrain", "--gin_file",
                           "submission/configs/pvae.gin", "--output", str(tmp_path / "pre"), "--budget", "15s",
