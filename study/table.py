@@ -1,6 +1,7 @@
 """The study's table and figure: mean ± std over seeds per recipe and setting, and every seed as a dot.
 
-    studies/<name>/table.md     one row per (recipe, setting) with n, the number of seeds finished
+    studies/<name>/table.md     one row per (recipe, setting) with n, the number of seeds finished; then one row per
+                                run: each factor's capture (its best latent's normalised MI), active codes, open gates
     studies/<name>/table.png    one panel per metric, one column of dots per row of the table
 
 Only finished trials count; the std is the sample std (n - 1), and a row of one seed shows no ± at all.
@@ -78,6 +79,60 @@ def table_markdown(records: list) -> str:
     return "\n".join(lines)
 
 
+def factor_order(records: list) -> list:
+    """The factors in the dataset's order: a record's ``factor_names`` (written since the per-factor table), else the
+    procedural dataset's own names, else alphabetical (older records keep ``capture_nmi`` as a JSON object, sorted)."""
+    seen = sorted({name for r in records for name in (r.get("capture_nmi") or {})})
+    for record in records:
+        if record.get("factor_names"):
+            order = list(record["factor_names"])
+            break
+    else:
+        try:
+            from submission.data.registry import PROCEDURAL_DATASETS, get_dataset
+            dataset = records[0].get("dataset") if records else None
+            order = list(get_dataset(dataset).factor_names) if dataset in PROCEDURAL_DATASETS else []
+        except Exception:                 # noqa: BLE001 - the order is cosmetic; the names below still show
+            order = []
+    return [name for name in order if name in seen] + [name for name in seen if name not in order]
+
+
+def factor_markdown(records: list) -> str:
+    """One row per finished run: each factor's best-latent normalised MI (two decimals; bold when captured), the
+    captured count, the evaluator's active codes and, for gated models, the training's open gates. Settings other than
+    the recipe's own are named by a letter, spelt out under the table."""
+    from submission.metrics.captured import CAPTURE_THRESHOLD
+    records = [r for r in records if r.get("capture_nmi")]
+    if not records:
+        return ""
+    names = factor_order(records)
+    settings = {}
+    lines = ["| run | " + " | ".join(names) + " | captured | active dims | open gates |",
+             "|---|" + "---|" * (len(names) + 3)]
+    for recipe, setting, group in group_rows(records):
+        label = recipe if setting == "recipe as is" else \
+            f"{recipe} ({settings.setdefault(setting, chr(ord('A') + len(settings)))})"
+        for record in sorted(group, key=lambda r: r.get("seed", 0)):
+            nmi = record["capture_nmi"]
+            cells = []
+            for name in names:
+                if not isinstance(nmi.get(name), (int, float)):
+                    cells.append("–")
+                    continue
+                cell = f"{nmi[name]:.2f}"
+                cells.append(f"**{cell}**" if nmi[name] >= CAPTURE_THRESHOLD else cell)
+            active, gates = record.get("active_dims"), record.get("pvae_active_dims")
+            lines.append(f"| {label}, seed {record.get('seed')} | " + " | ".join(cells) +
+                         f" | {record.get('captured_factors')} of {len(names)} | "
+                         f"{'–' if active is None else active} | {'–' if gates is None else f'{gates:g}'} |")
+    lines.append("")
+    lines.append(f"Per run: each factor's best latent's normalised MI, bold when captured (≥ {CAPTURE_THRESHOLD}). Active "
+                 f"dims: codes whose variance over the data exceeds 0.01 (the evaluator's count). Open gates: a gated "
+                 f"model's test-time gates still open at the end of training (– without gates)." +
+                 "".join(f" ({letter}) {setting}." for setting, letter in settings.items()))
+    return "\n".join(lines)
+
+
 def _footnote(records: list) -> str:
     first = records[0]
     same = {key: first.get(key) for key in SETTING_KEYS if all(r.get(key) == first.get(key) for r in records)}
@@ -125,6 +180,9 @@ def write_table(paths: StudyPaths, require_runs: bool = False) -> str:
             raise StudyError(f"study {paths.name!r} has no finished trial in {paths.study_dir}/runs: run it first")
         return ""
     text = table_markdown(records)
+    per_factor = factor_markdown(records)
+    if per_factor:
+        text += "\n\n" + per_factor
     atomic_write_text(text + "\n", os.path.join(paths.study_dir, "table.md"))
     write_figure(records, os.path.join(paths.study_dir, "table.png"))
     return text

@@ -223,7 +223,7 @@ def run_trial(spec: TrialSpec, study_dir: str, scratch_dir: str, threads: int = 
               "active_dims": extra.get("active_dims"),
               "pvae_active_dims": finished.get("active_dims") if finished else None,
               "captured_factors": capture["captured_factors"], "captured": capture["captured"],
-              "capture_nmi": capture["capture_nmi"],
+              "capture_nmi": capture["capture_nmi"], "factor_names": list(capture["capture_nmi"]),
               "threads": threads, "host_cpu": _cpu_name(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     atomic_write_json(record, run_path(study_dir, spec))
     return record

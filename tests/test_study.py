@@ -201,6 +201,29 @@ def test_table_has_a_row_per_recipe_and_setting_with_n_and_a_figure(tmp_path):
     assert (tmp_path / "studies" / "s" / "table.png").read_bytes()[:4] == b"\x89PNG"
 
 
+def test_per_factor_table_has_a_row_per_run_in_the_datasets_factor_order(tmp_path):
+    paths = state.study_paths("s", str(tmp_path / "studies"), str(tmp_path / "scratch"))
+    specs = plan.plan_trials(["vae", "pvae"], [0, 1], ["training.batch_size=[64]"], 20)
+    state.add_to_manifest(paths, specs)
+    from submission.artifacts import atomic_write_json
+    names = ["shape", "angle", "colour"]                            # deliberately not alphabetical
+    for spec in specs:
+        nmi = {"shape": 0.05 + spec.seed, "angle": 0.2, "colour": 0.19}  # the threshold is inclusive: 0.2 captures
+        gates = {"pvae_active_dims": 7.0 + spec.seed} if spec.recipe == "pvae" else {}
+        atomic_write_json(_record(spec, {k: 0.5 for k in table.LEADERBOARD_KEYS}, capture_nmi=nmi, factor_names=names,
+                                  captured_factors=1 + spec.seed, **gates), paths.run_file(spec))
+    text = table.write_table(paths)
+    assert "| run | shape | angle | colour | captured | active dims | open gates |" in text
+    assert "| vae (A), seed 0 | 0.05 | **0.20** | 0.19 | 1 of 3 | 5 | – |" in text
+    assert "| pvae (A), seed 1 | **1.05** | **0.20** | 0.19 | 2 of 3 | 5 | 8 |" in text
+    assert "(A) training.batch_size = 64." in text
+    # Older records have no factor_names (their capture_nmi went through a sorted JSON writer): alphabetical then.
+    assert table.factor_order([{"capture_nmi": {"b": 0.1, "a": 0.3}, "dataset": "h5:/nowhere.h5"}]) == ["a", "b"]
+    assert table.factor_order([{"capture_nmi": {"camera_height": 0.1, "object_size": 0.3},   # the stand-in's order
+                                "dataset": "mpi3d_sim_realistic"}]) == ["object_size", "camera_height"]
+    assert table.factor_markdown([{"recipe": "vae"}]) == ""                # runs before capture was recorded
+
+
 # --- real studies on an embedded Ray (slow) ---------------------------------------------------------------------------
 def _study(tmp_path, *args, **popen):
     env = dict(os.environ, OMP_NUM_THREADS="1", KIT_PROGRESS="plain", KIT_PROGRESS_QUIET_S="0")
@@ -237,6 +260,7 @@ def test_tiny_study_killed_after_its_first_trial_resumes_with_exactly_the_missin
         assert (tmp_path / "studies" / "tiny" / "runs" / name).read_text() == text
     table_md = (tmp_path / "studies" / "tiny" / "table.md").read_text()
     assert "| vae | recipe as is | 2 |" in table_md and "| beta_vae | recipe as is | 2 |" in table_md
+    assert "| run | object_colour | object_shape | object_size | camera_height |" in table_md   # the dataset's order
     assert not [p for p in (tmp_path / "studies").rglob("*") if p.suffix in (".pt", ".pkl", ".log")]
 
 
