@@ -13,7 +13,7 @@ import os
 
 from study.plan import StudyError
 from study.state import StudyPaths, load_manifest
-from study.trial import LEADERBOARD_KEYS
+from study.trial import LEADERBOARD_KEYS, recipe_sha
 
 COLUMNS = (*LEADERBOARD_KEYS, "captured_factors", "active_dims", "steps_done")
 HEADERS = {"captured_factors": "captured factors", "active_dims": "active dims", "steps_done": "steps"}
@@ -47,17 +47,31 @@ def mean_std(values: list) -> tuple:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
-def setting_label(record: dict, varying: list) -> str:
+def current_recipe_sha(recipe: str):
+    """The recipe file's fingerprint now, or None when the file is gone (a run of it is then taken as it is)."""
+    try:
+        return recipe_sha(recipe)
+    except OSError:
+        return None
+
+
+def setting_label(record: dict, varying: list, current_sha: str = None) -> str:
+    """The run's bindings and the settings that vary in the study; a run made with an earlier version of its recipe
+    file says so, so that it never reads as the recipe as it stands."""
     parts = list(record.get("bindings") or []) + [f"{key}={record.get(key)}" for key in varying]
+    made_with = record.get("recipe_sha")
+    if made_with and current_sha and made_with != current_sha:
+        parts.append(f"earlier recipe file {made_with[:8]}")
     return "; ".join(parts) if parts else "recipe as is"
 
 
 def group_rows(records: list) -> list:
     """[(recipe, setting, [records of its seeds])], in the records' order."""
     varying = [key for key in SETTING_KEYS if len({json.dumps(r.get(key)) for r in records}) > 1]
+    shas = {recipe: current_recipe_sha(recipe) for recipe in {r["recipe"] for r in records}}
     rows = {}
     for record in records:
-        rows.setdefault((record["recipe"], setting_label(record, varying)), []).append(record)
+        rows.setdefault((record["recipe"], setting_label(record, varying, shas[record["recipe"]])), []).append(record)
     return [(recipe, setting, group) for (recipe, setting), group in rows.items()]
 
 

@@ -224,6 +224,18 @@ def test_per_factor_table_has_a_row_per_run_in_the_datasets_factor_order(tmp_pat
     assert table.factor_markdown([{"recipe": "vae"}]) == ""                # runs before capture was recorded
 
 
+def test_a_run_of_an_earlier_recipe_version_is_its_own_row_never_the_recipe_as_is(tmp_path):
+    from study.trial import recipe_sha
+    paths = state.study_paths("s", str(tmp_path / "studies"), str(tmp_path / "scratch"))
+    specs = plan.plan_trials(["vae"], [0, 1], [], 20)
+    state.add_to_manifest(paths, specs)
+    from submission.artifacts import atomic_write_json
+    for spec, sha in zip(specs, ["0123456789ab", recipe_sha("vae")]):
+        atomic_write_json(_record(spec, {k: 0.5 for k in table.LEADERBOARD_KEYS}, recipe_sha=sha), paths.run_file(spec))
+    text = table.write_table(paths)
+    assert "| vae | earlier recipe file 01234567 | 1 |" in text and "| vae | recipe as is | 1 |" in text
+
+
 # --- real studies on an embedded Ray (slow) ---------------------------------------------------------------------------
 def _study(tmp_path, *args, **popen):
     env = dict(os.environ, OMP_NUM_THREADS="1", KIT_PROGRESS="plain", KIT_PROGRESS_QUIET_S="0")
