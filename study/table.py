@@ -93,6 +93,12 @@ def table_markdown(records: list) -> str:
     return "\n".join(lines)
 
 
+def setting_letters(rows: list) -> dict:
+    """{setting: "A", ...}: the letters that name long settings, the same in table.md and table.png."""
+    settings = sorted({setting for _, setting, _ in rows if setting != "recipe as is"})
+    return {setting: chr(ord("A") + i) for i, setting in enumerate(settings)}
+
+
 def factor_order(records: list) -> list:
     """The factors in the dataset's order: a record's ``factor_names`` (written since the per-factor table), else the
     procedural dataset's own names, else alphabetical (older records keep ``capture_nmi`` as a JSON object, sorted)."""
@@ -120,12 +126,12 @@ def factor_markdown(records: list) -> str:
     if not records:
         return ""
     names = factor_order(records)
-    settings = {}
+    rows = group_rows(records)
+    letter = setting_letters(rows)
     lines = ["| run | " + " | ".join(names) + " | captured | active dims | open gates |",
              "|---|" + "---|" * (len(names) + 3)]
-    for recipe, setting, group in group_rows(records):
-        label = recipe if setting == "recipe as is" else \
-            f"{recipe} ({settings.setdefault(setting, chr(ord('A') + len(settings)))})"
+    for recipe, setting, group in rows:
+        label = recipe if setting == "recipe as is" else f"{recipe} ({letter[setting]})"
         for record in sorted(group, key=lambda r: r.get("seed", 0)):
             nmi = record["capture_nmi"]
             cells = []
@@ -143,7 +149,7 @@ def factor_markdown(records: list) -> str:
     lines.append(f"Per run: each factor's best latent's normalised MI, bold when captured (≥ {CAPTURE_THRESHOLD}). Active "
                  f"dims: codes whose variance over the data exceeds 0.01 (the evaluator's count). Open gates: a gated "
                  f"model's test-time gates still open at the end of training (– without gates)." +
-                 "".join(f" ({letter}) {setting}." for setting, letter in settings.items()))
+                 "".join(f" ({key}) {setting}." for setting, key in letter.items()))
     return "\n".join(lines)
 
 
@@ -164,8 +170,8 @@ def write_figure(records: list, path: str) -> None:
     from submission.artifacts import atomic_write
     rows = group_rows(records)
     # A setting (its bindings) can be long: the ticks name it by a letter, and a key under the panels spells it out.
-    settings = sorted({setting for _, setting, _ in rows if setting != "recipe as is"})
-    letter = {setting: chr(ord("A") + i) for i, setting in enumerate(settings)}
+    letter = setting_letters(rows)
+    settings = list(letter)
     labels = [recipe if setting == "recipe as is" else f"{recipe} ({letter[setting]})" for recipe, setting, _ in rows]
     fig, axes = plt.subplots(1, len(COLUMNS), figsize=(2.2 * len(COLUMNS) + 0.6 * len(rows), 3.8 + 0.2 * len(settings)),
                              squeeze=False)
