@@ -143,10 +143,12 @@ def test_the_short_run_settings_parse_on_the_recipe_and_defer_the_dip_term():
         parse_gin([recipe], [])
         plain = PVAEObjective()
         assert gin.query_parameter("training.learning_rate") == 5e-4
+        assert gin.query_parameter("gate_rate/Linear.end") == 30.0
         parse_gin([recipe, os.path.join(ROOT, "submission", "configs", "short", "pvae.gin")], [])
         short = PVAEObjective()
         assert gin.query_parameter("training.learning_rate") == 1e-3
         assert gin.query_parameter("model.options")["init_log_alpha"] == 6.0
+        assert gin.query_parameter("gate_rate/Linear.end") == 10.0
     finally:
         gin.clear_config()
     lambdas = lambda objective, progress: (value_at(objective.lambda_od, Clock(0, progress)),
