@@ -31,6 +31,7 @@ def test_torch_lr_schedule_by_name():
     s = TorchLRSchedule("StepLR", step_size=2, gamma=0.5)
     s.attach(opt)
     for _ in range(4):
+        opt.step()                        # the trainer's order: the optimiser, then the schedule
         s.step(1.0)
     assert opt.param_groups[0]["lr"] == pytest.approx(0.25)
 
