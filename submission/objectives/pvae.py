@@ -25,7 +25,7 @@ Kept as in NOTES, on purpose:
     sample, C = Cov[m * mu] and E[m_i] see the gate's randomness, and the gradient to log alpha averages over the batch.
   * The KL of a sample whose gate is shut does not count (m_i KL_i = 0): a shut dimension carries nothing to the
     decoder, so it costs no information.
-  * log alpha starts at 6 in the recipe (P(open) ~ 0.997, gate test-time open): the latents learn to specialise first.
+  * log alpha starts at 6 in the recipe (P(open) ~ 0.998, gate test-time open): the latents learn to specialise first.
     Starting at 0 (Louizos' drop rate 0.5) drops half the latents of every sample and teaches the encoder redundant
     codes, which then keep every gate useful (measured: no gate shuts in the same test). Starting at 3 drops a code in
     about 5% of training draws, and in 20,000 steps that noise cost the first arm joint on every seed
