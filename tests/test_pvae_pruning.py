@@ -53,7 +53,7 @@ def _train(seed: int, steps: int = 2000, batch_size: int = 64, learning_rate: fl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        reconstruction = float(terms["reconstruction"])
+        reconstruction = float(terms["reconstruction"].detach())
         first = reconstruction if first is None else first
         last = reconstruction
     model.eval()
