@@ -65,7 +65,7 @@ def resolve_channels_last(channels_last, bf16: bool) -> bool:
 def resolve_prefetch(prefetch, device: torch.device) -> int:
     """How many batches the background thread draws ahead (0: inline). ``auto``: 2 on CUDA (the CPU is idle while the
     GPU computes), inline on a CPU, where the thread takes cycles from the step's own threads: measured on 2 cores,
-    inline ran at 95 % of the bare step and prefetch at 73 % (README, "Benchmarks")."""
+    inline ran at 89-99 % of the bare step and prefetch at 80-93 % (README, "Benchmarks")."""
     if prefetch == "auto":
         return 2 if device.type == "cuda" else 0
     if prefetch is True:
