@@ -22,6 +22,7 @@ from evaluate import extra
 from evaluate import metrics as metric_registry
 from evaluate.errors import EvaluationError
 from submission.artifacts import atomic_write_json, write_scores
+from submission.data.registry import recorded_standins
 from evaluate.metrics import (DEFAULT_METRICS, EXTRA, LEADERBOARD, SCORE_KEYS, SELECTABLE, evaluation_settings,
                               metric_config)
 from evaluate.progress import Progress, log
@@ -337,7 +338,7 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
 
     scores = {m: (float(state.results[m][SCORE_KEYS[m]]) if m in state.results else None) for m in LEADERBOARD}
     info = {"model": model_name, "dataset": dataset_name, "mode": mode, "settings": "quick" if quick else "challenge",
-            "device": device_description(device),
+            "standin_version": getattr(ds, "standin_version", None), "device": device_description(device),
             "gin_files": list(gin_files), "gin_bindings": list(gin_bindings), "num_codes": num_codes,
             "metrics": {m: {"key": f"evaluation_results.{SCORE_KEYS[m]}",
                             "score": float(state.results[m][SCORE_KEYS[m]]) if m in state.results else None,
@@ -391,7 +392,9 @@ def _extra_rows(row):
 
 def format_table(info):
     """The run's scores as a table for people."""
-    lines = [f"{info['model']} on {info['dataset']}: {info['mode']} mode, "
+    standin = recorded_standins(info).get(info["dataset"])
+    standin = f" (stand-in v{standin})" if standin else ""
+    lines = [f"{info['model']} on {info['dataset']}{standin}: {info['mode']} mode, "
              f"{'QUICK settings (not the leaderboard numbers)' if info['settings'] == 'quick' else 'challenge settings'}, "
              f"{info['total_s']:.1f} s"]
     if "device_note" in info:

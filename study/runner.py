@@ -16,8 +16,8 @@ import socket
 import sys
 import tempfile
 
-from study.state import (StudyPaths, add_to_manifest, check_recipe, clear_failure, is_done, mark_running,
-                         record_failure, spec_from_key)
+from study.state import (StudyPaths, add_to_manifest, check_recipe, check_standins, clear_failure, is_done,
+                         mark_running, record_failure, spec_from_key)
 from study.trial import REPO_ROOT
 
 # Ray reads these when it is imported: no usage report, no dashboard, no TensorBoard/CSV loggers in Tune's storage.
@@ -162,6 +162,7 @@ def run_study(paths: StudyPaths, specs: list, cpus_per_trial: int = 1, gpus_per_
               address: str = None) -> dict:
     """Add ``specs`` to the study and run those not done; {"done": n, "failed": n, "skipped": n}. Ray starts only
     when a trial is missing, and the study's files are touched only once Ray is up (a bad address writes nothing)."""
+    check_standins(paths, specs)
     for spec in specs:
         check_recipe(paths, spec)
     todo = [spec for spec in specs if not is_done(paths, spec)]

@@ -103,6 +103,28 @@ def check_recipe(paths: StudyPaths, spec: TrialSpec) -> None:
                          f"bindings or start a new --name")
 
 
+def check_standins(paths: StudyPaths, specs: list) -> None:
+    """A study never mixes stand-in versions: when a finished run was made on another version of a procedural stand-in
+    than the one the new trials would use (a study made before the stand-in changed), refuse in one line."""
+    import glob
+    from submission.data.registry import recorded_standins, standin_versions
+    from study.trial import standins_of
+    wanted = {}
+    for spec in specs:
+        wanted.update(standins_of(spec))
+    for path in sorted(glob.glob(os.path.join(paths.study_dir, "runs", "*.json"))):
+        if path.endswith(".failed.json"):
+            continue
+        with open(path) as f:
+            made = recorded_standins(json.load(f))
+        now = dict(standin_versions(made), **{k: v for k, v in wanted.items() if k in made})
+        for name, version in made.items():
+            if now.get(name) != version:
+                raise StudyError(f"study {paths.name!r} holds runs made on stand-in version {version} of {name} (e.g. "
+                                 f"{os.path.relpath(path)}), which is now version {now.get(name)}: a study never mixes "
+                                 f"stand-in versions; start a new --name")
+
+
 def record_failure(paths: StudyPaths, trial_id: str, error: str) -> None:
     from submission.artifacts import atomic_write_json
     import time

@@ -14,6 +14,7 @@ import os
 from study.plan import StudyError
 from study.state import StudyPaths, load_manifest
 from study.trial import LEADERBOARD_KEYS, recipe_sha
+from submission.data.registry import recorded_standins, standin_versions
 
 COLUMNS = (*LEADERBOARD_KEYS, "captured_factors", "active_dims", "steps_done")
 HEADERS = {"captured_factors": "captured factors", "active_dims": "active dims", "steps_done": "steps"}
@@ -55,10 +56,21 @@ def current_recipe_sha(recipe: str):
         return None
 
 
+def standin_text(standins: dict) -> str:
+    """``{"mpi3d_sim_realistic": 1, "mpi3d_sim_toy": 1}`` -> ``"stand-in v1 (mpi3d_sim_realistic, mpi3d_sim_toy)"``."""
+    by_version = {}
+    for name, version in sorted(standins.items()):
+        by_version.setdefault(version, []).append(name)
+    return "; ".join(f"stand-in v{version} ({', '.join(names)})" for version, names in sorted(by_version.items()))
+
+
 def setting_label(record: dict, varying: list, current_sha: str = None) -> str:
     """The run's bindings and the settings that vary in the study; a run made with an earlier version of its recipe
-    file says so, so that it never reads as the recipe as it stands."""
-    parts = list(record.get("bindings") or []) + [f"{key}={record.get(key)}" for key in varying]
+    file says so, so that it never reads as the recipe as it stands, and so does a run whose stand-in versions differ
+    from the other runs' (only studies from before ``study run`` refused to mix them can hold such runs)."""
+    parts = list(record.get("bindings") or [])
+    parts += [standin_text(recorded_standins(record)) if key == "standins" else f"{key}={record.get(key)}"
+              for key in varying]
     made_with = record.get("recipe_sha")
     if made_with and current_sha and made_with != current_sha:
         parts.append(f"earlier recipe file {made_with[:8]}")
@@ -68,6 +80,8 @@ def setting_label(record: dict, varying: list, current_sha: str = None) -> str:
 def group_rows(records: list) -> list:
     """[(recipe, setting, [records of its seeds])], in the records' order."""
     varying = [key for key in SETTING_KEYS if len({json.dumps(r.get(key)) for r in records}) > 1]
+    if len({json.dumps(recorded_standins(r), sort_keys=True) for r in records}) > 1:
+        varying.append("standins")
     shas = {recipe: current_recipe_sha(recipe) for recipe in {r["recipe"] for r in records}}
     rows = {}
     for record in records:
@@ -83,9 +97,24 @@ def format_cell(values: list, column: str) -> str:
     return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
 
 
+def standin_heading(records: list) -> str:
+    """The table's first line: which stand-in versions made its runs, and whether that is still the current one."""
+    made = {}
+    for record in records:
+        made.update(recorded_standins(record))
+    if not made:
+        return "Made on dataset files, no procedural stand-in."
+    now = standin_versions(made)
+    stale = {name: version for name, version in made.items() if now.get(name) != version}
+    note = (f" The stand-ins are now {standin_text(now)}: these runs are a record of the earlier version, never to be "
+            f"mixed with runs on the current one." if stale else "")
+    return f"Made on {standin_text(made)}.{note}"
+
+
 def table_markdown(records: list) -> str:
     columns = [HEADERS.get(c, c) for c in COLUMNS]
-    lines = ["| recipe | setting | n | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
+    lines = [standin_heading(records), "",
+             "| recipe | setting | n | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
     for recipe, setting, group in group_rows(records):
         cells = [format_cell([v for v in (value(r, c) for r in group) if v is not None], c) for c in COLUMNS]
         lines.append(f"| {recipe} | {setting} | {len(group)} | " + " | ".join(cells) + " |")

@@ -83,6 +83,12 @@ def recipe_sha(recipe: str) -> str:
         return hashlib.sha1(f.read()).hexdigest()[:12]
 
 
+def standins_of(spec: TrialSpec) -> dict:
+    """{dataset: renderer version} of the procedural stand-ins the trial trains and evaluates on."""
+    from submission.data.registry import standin_versions
+    return standin_versions([spec.dataset] + ([spec.pretrain_dataset] if spec.pretrain_steps > 0 else []))
+
+
 def run_path(study_dir: str, spec: TrialSpec) -> str:
     return os.path.join(study_dir, "runs", f"{spec.trial_id}.json")
 
@@ -214,6 +220,7 @@ def run_trial(spec: TrialSpec, study_dir: str, scratch_dir: str, threads: int = 
             extra = (json.load(f).get("extra") or {}).get("values") or {}
     capture = encode_capture(export_path, spec.dataset)
     record = {"format": RUN_FORMAT, "trial_id": spec.trial_id, **spec.key(), "recipe_sha": recipe_sha(spec.recipe),
+              "standins": standins_of(spec),
               "steps_done": finished.get("step") if finished else None,
               "stopped": finished.get("stopped") if finished else None,
               "train_seconds": finished.get("train_seconds") if finished else None,

@@ -191,6 +191,9 @@ def _fast_and_reference(model, tmp_path, monkeypatch, bindings=TWO_SIZES):
     assert set(fast_results) == set(metrics)
     for metric in metrics:
         assert _equal(fast_results[metric], reference_results[metric]), metric
+    assert fast["info"]["standin_version"] == 2                       # the stand-in's arm turns about its base
+    with open(os.path.join(tmp_path, "fast", "evaluation_run.json")) as f:
+        assert json.load(f)["standin_version"] == 2
     # Every request was answered with the very bits dlib's own call would have given.
     for served, keys, codes in answers:
         assert np.array_equal(codes, served.represent(served.keyed.images(keys)))
@@ -308,6 +311,7 @@ def test_output_layout_and_keys_match_the_challenge(tmp_path):
         assert aggregate["evaluation_config.evaluation.random_seed"] == "0"
         assert os.path.isfile(os.path.join(out, "metrics", metric, "results", "gin", "evaluation.gin"))
     assert not [n for n in os.listdir(os.path.join(out, "metrics")) if n.startswith(".")]  # no staging left
+    assert report["info"]["standin_version"] is None                  # a dataset of its own, no stand-in
 
 
 def test_report_says_when_codes_came_from_another_device():
@@ -317,6 +321,17 @@ def test_report_says_when_codes_came_from_another_device():
     assert "NOTE" not in format_table(info)
     info.update(device="cuda:0 (GPU)", device_note="codes computed on cuda:0 (GPU), not on the CPU like the reference")
     assert format_table(info).splitlines()[1] == f"NOTE: {info['device_note']}"
+
+
+def test_the_report_names_the_stand_in_version_and_labels_records_made_before_versions():
+    from evaluate.runner import format_table
+    info = {"model": "m.pt", "dataset": "mpi3d_sim_toy", "mode": "fast", "settings": "challenge", "total_s": 1.0,
+            "metrics": {}, "device": "cpu", "standin_version": 2}
+    assert format_table(info).startswith("m.pt on mpi3d_sim_toy (stand-in v2): ")
+    del info["standin_version"]                                      # an evaluation_run.json from before versions
+    assert format_table(info).startswith("m.pt on mpi3d_sim_toy (stand-in v1): ")
+    info.update(dataset="mpi3d_toy", standin_version=None)           # a dataset file: no stand-in
+    assert format_table(info).startswith("m.pt on mpi3d_toy: ")
 
 
 def test_challenge_settings_are_the_default():

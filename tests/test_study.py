@@ -22,8 +22,9 @@ def _dirs(tmp_path):
 
 
 def _record(spec, scores, **extra):
+    from study.trial import standins_of
     return {"format": 1, "trial_id": spec.trial_id, **spec.key(), "scores": scores, "steps_done": spec.steps,
-            "eval_settings": "quick", "captured_factors": 2, "active_dims": 5, **extra}
+            "eval_settings": "quick", "captured_factors": 2, "active_dims": 5, "standins": standins_of(spec), **extra}
 
 
 def _finish(paths, spec, scores=None):
@@ -183,6 +184,39 @@ def test_mean_and_sample_std():
     mean, std = table.mean_std([1.0, 2.0, 3.0])
     assert mean == 2.0 and std == pytest.approx(1.0)
     assert table.format_cell([0.5], "mig") == "0.500" and table.format_cell([1.0, 3.0], "dci") == "2.000 ± 1.414"
+
+
+def test_a_study_made_on_stand_in_version_1_refuses_version_2_runs_and_its_table_says_so(tmp_path, monkeypatch):
+    """Runs from before stand-in versions were recorded were made on version 1 (a planar arm): a study holding them
+    gets no run on version 2, in one line and before anything is written; its table names the version it was made on."""
+    from study.trial import standins_of
+    from submission.artifacts import atomic_write_json
+    paths = state.study_paths("s", str(tmp_path / "studies"), str(tmp_path / "scratch"))
+    old, new = plan.plan_trials(["vae"], [0, 1], [], 20)
+    assert standins_of(new) == {"mpi3d_sim_realistic": 2, "mpi3d_sim_toy": 2}
+    record = _record(old, {k: 0.5 for k in table.LEADERBOARD_KEYS})
+    del record["standins"]                                               # as every run made before versions
+    atomic_write_json(record, paths.run_file(old))
+    state.add_to_manifest(paths, [old])
+    manifest = open(paths.manifest).read()
+    monkeypatch.setattr(runner, "start_ray", lambda *a, **k: pytest.fail("Ray started for a refused study"))
+    with pytest.raises(plan.StudyError, match=r"^study 's' holds runs made on stand-in version 1 of mpi3d_sim_\w+ "
+                                              r"\(e\.g\. .*\), which is now version 2: .*start a new --name$"):
+        runner.run_study(paths, [old, new])
+    assert open(paths.manifest).read() == manifest and not os.path.exists(paths.run_file(new))
+    text = table.write_table(paths)
+    assert text.splitlines()[0].startswith("Made on stand-in v1 (mpi3d_sim_realistic, mpi3d_sim_toy). The stand-ins "
+                                           "are now stand-in v2 (mpi3d_sim_realistic, mpi3d_sim_toy)")
+    # A study made on version 2 says so, and takes more version-2 runs.
+    fresh = state.study_paths("t", str(tmp_path / "studies"), str(tmp_path / "scratch"))
+    _finish(fresh, old)
+    assert table.write_table(fresh).splitlines()[0] == "Made on stand-in v2 (mpi3d_sim_realistic, mpi3d_sim_toy)."
+    state.check_standins(fresh, [new])
+    # Rows of mixed versions (possible only in studies from before the refusal) never share a row.
+    mixed = [record, _record(new, {k: 0.5 for k in table.LEADERBOARD_KEYS})]
+    labels = sorted(setting for _, setting, _ in table.group_rows(mixed))
+    assert labels == ["stand-in v1 (mpi3d_sim_realistic, mpi3d_sim_toy)",
+                      "stand-in v2 (mpi3d_sim_realistic, mpi3d_sim_toy)"]
 
 
 def test_table_has_a_row_per_recipe_and_setting_with_n_and_a_figure(tmp_path):

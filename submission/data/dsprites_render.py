@@ -83,6 +83,7 @@ class DspritesSim(FactorGridDataset):
     """Procedural dSprites, grid ``[3, 6, 40, 32, 32]``, (64, 64, 1) binary uint8; no file needed."""
 
     name = "dsprites_sim"
+    standin_version = 1
     factor_sizes = DSPRITES_FACTOR_SIZES
     _observation_shape = (64, 64, 1)
 

@@ -55,6 +55,7 @@ class FactorGridDataset(GroundTruthData):
     name = "dataset"
     factor_sizes = ()
     _observation_shape = (64, 64, 3)
+    standin_version = None  # a procedural stand-in's renderer version (recorded with every result made on it)
 
     @property
     def num_factors(self):

@@ -1,14 +1,35 @@
-"""Procedural MPI3D stand-ins: a robot arm holding an object, rendered on demand from factors.
+"""Procedural MPI3D stand-ins (version 2): a robot arm holding an object, rendered on demand from factors.
 
 Factors and sizes follow the published MPI3D (Gondal et al. 2019, "On the Transfer of Inductive Bias from Simulation to the
 Real World: a New Disentanglement Dataset", Sec. 3): object colour 6 (white, green, red, blue, brown, olive); object shape 6
 (cone, cube, cylinder, hexagonal prism, pyramid, sphere); size 2; camera height 3 (top, centre, bottom); background colour 3
 (purple, sea green, salmon); first and second arm degree of freedom, 40 each.  Grid ``[6, 6, 2, 3, 3, 40, 40]``.
 
+The arm, and where each choice comes from:
+
+* MPI3D's platform moves its object "by moving the arm, rotating the bottom plate" (the 2019 challenge's description), and
+  the dataset names its two arm factors ``horizontal_axis`` and ``vertical_axis``: both turn the whole arm about its base.
+  So ``first_dof`` turns the base plate about the vertical (the whole arm sweeps sideways, -30 to 30 degrees) and
+  ``second_dof`` tilts the arm about the shoulder's horizontal axis (the whole arm sweeps up and down, -30 to 40 degrees
+  of elevation).  Version 1 had a planar two-link arm whose second joint bent the forearm relative to the upper arm; no
+  position of its tip coded that joint, which is why it was replaced.
+* The arm reaches toward the camera, as the real platform holds its object in front of its cameras.  It is drawn back to
+  front (plate, rim mark, column, shoulder, arm, object): the arm hides the column where it crosses it, and the object at
+  its tip hides the arm's end.  With the arm always in front of its base and the object always at its nearest point,
+  nothing in this geometry can pass in front of the object.
+* The scene is seen by a pinhole camera at the existing three heights: each camera's pitch is the arccos of its vertical
+  foreshortening (top 0.70, centre 0.85, bottom 1.00), so a higher camera looks down more steeply and sees the plate as a
+  wider ellipse, and nearer parts of the arm are drawn larger.  Backdrop, floor and horizon are as in version 1.
+* The ranges and the scale keep the object's 16x16 patch inside the frame for every factor combination (asserted when the
+  tip table is built), and make the tip's image x a code of ``first_dof`` and its image y a code of ``second_dof``
+  (normalised MI >= 0.5 with 20 histogram bins, on the 40 x 40 arm grid, for every camera; ``tests/test_data_render.py``).
+* Object sprites, colours, sizes, backgrounds, both styles and the noise are version 1's.  ``STANDIN_VERSION`` names the
+  version in every result made on a stand-in.
+
 The scene is split into layers so that rendering a batch is a gather plus one small integer blend:
 
-* base image per (camera, background, dof1, dof2): backdrop, floor and the arm.  14,400 of them, built lazily (only the
-  combinations asked for so far) and kept per process (at most 177 MB);
+* base image per (camera, background, dof1, dof2): backdrop, floor and the arm.  14,400 of them, built once per machine and
+  kept in a render cache keyed by this file's source (see ``_BaseImageCache``);
 * object sprite per (colour, shape, size, camera): 216 premultiplied 16x16 RGBA patches;
 * the sprite is blended at the arm's tip, whose pixel position is a table over (camera, dof1, dof2).
 
@@ -39,31 +60,60 @@ BACKGROUND_COLOURS = np.array([[112, 60, 145], [46, 139, 87], [250, 128, 114]], 
 SHAPE_NAMES = ("cone", "cube", "cylinder", "hexagonal_prism", "pyramid", "sphere")
 OBJECT_RADII = (3.5, 6.0)  # small, large, in pixels
 
-# Camera heights top, centre, bottom: a higher camera sees more floor (higher horizon) and foreshortens verticals.
+# Camera heights top, centre, bottom: a higher camera sees more floor (higher horizon) and looks down more steeply. Each
+# camera's pitch is arccos of its vertical foreshortening (0.70, 0.85, 1.00: pitched 45.6, 31.8 and 0 degrees down).
 HORIZON_Y = np.array([30.0, 42.0, 54.0], dtype=np.float32)
-ARM_BASE_Y = np.array([50.0, 53.0, 56.0], dtype=np.float32)
+ARM_BASE_Y = np.array([46.0, 53.0, 61.0], dtype=np.float32)  # image row of the base plate's centre, on the floor
 VERTICAL_SCALE = np.array([0.70, 0.85, 1.00], dtype=np.float32)
 OBJECT_VERTICAL_SCALE = np.array([0.80, 0.90, 1.00], dtype=np.float32)
 ARM_BASE_X = 32.0
-UPPER_ARM_LENGTH, FOREARM_LENGTH = 18.0, 12.0
-UPPER_ARM_HALF_WIDTH, FOREARM_HALF_WIDTH = 2.5, 1.8
-FIRST_DOF_DEGREES = np.linspace(-40.0, 40.0, 40, dtype=np.float32)  # upper arm, from vertical
-SECOND_DOF_DEGREES = np.linspace(-60.0, 60.0, 40, dtype=np.float32)  # forearm, relative to the upper arm
-ARM_TONES = np.array([[85, 85, 95], [165, 165, 175], [125, 125, 138]], dtype=np.float32)  # pedestal, upper arm, forearm
+# The arm in scene units of one arm length: a column on a base plate, a shoulder at PIVOT_HEIGHT, and a straight arm of
+# length 1 from the shoulder to the object.  The camera looks at the base from CAMERA_DISTANCE, PIXELS_PER_UNIT at the
+# base's depth (a pinhole camera: nearer parts are drawn larger).
+PIVOT_HEIGHT, CAMERA_DISTANCE, PIXELS_PER_UNIT = 1.0, 7.0, 28.0
+PLATE_RADIUS, PLATE_THICKNESS = 0.55, 0.12
+COLUMN_HALF_WIDTH, ARM_HALF_WIDTH, SHOULDER_RADIUS = 0.15, 0.17, 0.2
+FIRST_DOF_DEGREES = np.linspace(-30.0, 30.0, 40, dtype=np.float32)   # base plate rotation; 0 reaches at the camera
+SECOND_DOF_DEGREES = np.linspace(-30.0, 40.0, 40, dtype=np.float32)  # the arm's elevation above the horizontal
+ARM_TONES = np.array([[85, 85, 95], [165, 165, 175], [125, 125, 138]], dtype=np.float32)  # plate, column, arm
+STANDIN_VERSION = 2  # 1: a planar two-link arm (second_dof bent the forearm); 2: the arm turns about its base
 
 STYLES = ("toy", "realistic")
 
 
-def arm_joints(camera, first_dof, second_dof):
-    """Pixel (x, y) of the arm's base, elbow and tip for integer factor arrays; each returned array is (..., 2) float32."""
+def project(camera, points):
+    """Pixel (x, y) and pixels per scene unit of scene points (..., 3) = (x right, y up, z toward the camera) seen by
+    integer cameras (...,); the base plate's centre, the origin, lands at (ARM_BASE_X, ARM_BASE_Y[camera])."""
+    pitch = np.arccos(VERTICAL_SCALE[camera])
+    x, y, z = points[..., 0], points[..., 1], points[..., 2]
+    up = y * np.cos(pitch) - z * np.sin(pitch)
+    depth = CAMERA_DISTANCE - (y * np.sin(pitch) + z * np.cos(pitch))
+    scale = PIXELS_PER_UNIT * CAMERA_DISTANCE / depth
+    pixel = np.stack([ARM_BASE_X + x * scale, ARM_BASE_Y[camera] - up * scale], axis=-1)
+    return pixel.astype(np.float32), scale.astype(np.float32)
+
+
+def arm_points(camera, first_dof, second_dof):
+    """Scene points (..., 3) of the plate's top centre, the shoulder, the tip and the plate's rim mark, for integer
+    factor arrays.  first_dof turns the base plate (and with it the whole arm) about the vertical; second_dof tilts the
+    arm about the shoulder's horizontal axis."""
     camera, first_dof, second_dof = (np.asarray(a) for a in (camera, first_dof, second_dof))
-    scale = VERTICAL_SCALE[camera]
-    theta1 = np.deg2rad(FIRST_DOF_DEGREES[first_dof])
-    theta2 = theta1 + np.deg2rad(SECOND_DOF_DEGREES[second_dof])
-    base = np.stack([np.full(camera.shape, ARM_BASE_X, np.float32), ARM_BASE_Y[camera]], axis=-1)
-    elbow = base + UPPER_ARM_LENGTH * np.stack([np.sin(theta1), -np.cos(theta1) * scale], axis=-1)
-    tip = elbow + FOREARM_LENGTH * np.stack([np.sin(theta2), -np.cos(theta2) * scale], axis=-1)
-    return base.astype(np.float32), elbow.astype(np.float32), tip.astype(np.float32)
+    azimuth = np.deg2rad(FIRST_DOF_DEGREES[first_dof]).astype(np.float64)
+    elevation = np.deg2rad(SECOND_DOF_DEGREES[second_dof]).astype(np.float64)
+    zeros = np.zeros(np.broadcast(camera, azimuth, elevation).shape)
+    plate = np.stack([zeros, zeros + PLATE_THICKNESS, zeros], axis=-1)
+    shoulder = np.stack([zeros, zeros + PIVOT_HEIGHT, zeros], axis=-1)
+    reach = np.stack([np.sin(azimuth) * np.cos(elevation), np.sin(elevation) + zeros,
+                      np.cos(azimuth) * np.cos(elevation)], axis=-1)
+    mark = plate + PLATE_RADIUS * 0.8 * np.stack([np.sin(azimuth) + zeros, zeros, np.cos(azimuth) + zeros], axis=-1)
+    return plate, shoulder, shoulder + reach, mark
+
+
+def arm_joints(camera, first_dof, second_dof):
+    """Pixel (x, y) of the plate's top centre, the shoulder and the tip for integer factor arrays; (..., 2) float32."""
+    camera = np.asarray(camera)
+    plate, shoulder, tip, _ = arm_points(camera, first_dof, second_dof)
+    return tuple(project(np.broadcast_to(camera, point.shape[:-1]), point)[0] for point in (plate, shoulder, tip))
 
 
 def tip_pixel_table():
@@ -78,11 +128,12 @@ def tip_pixel_table():
 
 
 def _segment_distance(px, py, start, end):
-    """Distance from pixel centres (px, py: broadcastable grids) to segments start->end ((M, 2) arrays)."""
+    """Distance from pixel centres (px, py: broadcastable grids) to segments start->end ((M, 2) arrays), and the
+    position t in [0, 1] of the nearest point along each segment."""
     sx, sy = start[:, 0, None, None], start[:, 1, None, None]
     dx, dy = (end[:, 0] - start[:, 0])[:, None, None], (end[:, 1] - start[:, 1])[:, None, None]
     t = np.clip(((px - sx) * dx + (py - sy) * dy) / np.maximum(dx * dx + dy * dy, 1e-6), 0.0, 1.0)
-    return np.hypot(px - (sx + t * dx), py - (sy + t * dy))
+    return np.hypot(px - (sx + t * dx), py - (sy + t * dy)), t
 
 
 def _coverage(distance, half_width, style):
@@ -123,22 +174,37 @@ def render_backgrounds(style):
 
 
 def render_arm_layers(camera, first_dof, second_dof, backgrounds, style):
-    """(M, 64, 64, 3) float32 images: the arm (pedestal, upper arm, forearm, joints) over its background images."""
-    base, elbow, tip = arm_joints(camera, first_dof, second_dof)
+    """(M, 64, 64, 3) float32 images: the arm (base plate with its rim mark, column, shoulder, arm) over its background
+    images, drawn back to front: the arm always reaches toward the camera, so each part hides the ones before it."""
+    plate, shoulder, tip, mark = arm_points(camera, first_dof, second_dof)
+    floor = np.zeros_like(plate)
+    (plate_px, plate_scale), (floor_px, _), (shoulder_px, shoulder_scale), (tip_px, tip_scale), (mark_px, mark_scale) = (
+        project(camera, point) for point in (plate, floor, shoulder, tip, mark))
     py = np.arange(IMAGE_SIZE, dtype=np.float32)[None, :, None] + 0.5
     px = np.arange(IMAGE_SIZE, dtype=np.float32)[None, None, :] + 0.5
-    pedestal = ((np.abs(px - ARM_BASE_X) <= 5.0) & (py >= base[:, 1, None, None])).astype(np.float32)
-    parts = [(pedestal, None, None, ARM_TONES[0])]
-    for start, end, half_width, tone in ((base, elbow, UPPER_ARM_HALF_WIDTH, ARM_TONES[1]),
-                                         (elbow, tip, FOREARM_HALF_WIDTH, ARM_TONES[2])):
-        distance = _segment_distance(px, py, start, end)
-        parts.append((_coverage(distance, half_width, style), distance, half_width, tone))
-    joint_distance = np.hypot(px - elbow[:, 0, None, None], py - elbow[:, 1, None, None])
-    parts.append((_coverage(joint_distance, 2.6, style), joint_distance, 2.6, ARM_TONES[0] * 1.2))
+
+    def column(values):
+        return np.asarray(values, np.float32)[:, None, None]
+
+    # The plate: a flat disc seen from above at the camera's pitch (an ellipse), with its edge between floor and top.
+    radius_x = column(PLATE_RADIUS * plate_scale)
+    radius_y = column(np.maximum(PLATE_RADIUS * plate_scale * np.sin(np.arccos(VERTICAL_SCALE[camera])), 0.6))
+    above = np.clip(column(plate_px[:, 1]) - py, 0.0, None) + np.clip(py - column(floor_px[:, 1]), 0.0, None)
+    plate_distance = np.sqrt(((px - ARM_BASE_X) / radius_x) ** 2 + (above / radius_y) ** 2) * radius_x
+    parts = [(plate_distance, radius_x, ARM_TONES[0], False)]
+    mark_distance = np.hypot(px - column(mark_px[:, 0]), py - column(mark_px[:, 1]))
+    parts.append((mark_distance, column(0.12 * mark_scale), ARM_TONES[0] * 0.45, False))
+    for start, end, start_scale, end_scale, half_width, tone in (
+            (plate_px, shoulder_px, plate_scale, shoulder_scale, COLUMN_HALF_WIDTH, ARM_TONES[1]),
+            (shoulder_px, shoulder_px, shoulder_scale, shoulder_scale, SHOULDER_RADIUS, ARM_TONES[0] * 1.2),
+            (shoulder_px, tip_px, shoulder_scale, tip_scale, ARM_HALF_WIDTH, ARM_TONES[2])):
+        distance, t = _segment_distance(px, py, start, end)
+        parts.append((distance, half_width * (column(start_scale) * (1 - t) + column(end_scale) * t), tone, True))
     image = backgrounds.copy()
-    for alpha, distance, half_width, tone in parts:
+    for distance, half_width, tone, tube in parts:
+        alpha = _coverage(distance, half_width, style)
         colour = np.broadcast_to(tone, image.shape)
-        if style == "realistic" and distance is not None:
+        if style == "realistic" and tube:
             # Tube shading: brightest along the axis, where the surface faces the camera.
             facing = np.sqrt(np.clip(1.0 - (distance / (half_width + 0.5)) ** 2, 0.0, 1.0))
             colour = tone * (0.55 + 0.6 * facing)[..., None]
@@ -319,6 +385,7 @@ class Mpi3dSim(FactorGridDataset):
     factor_sizes = MPI3D_FACTOR_SIZES
     factor_names = MPI3D_FACTOR_NAMES
     _observation_shape = (64, 64, 3)
+    standin_version = STANDIN_VERSION
 
     def __init__(self, style="toy"):
         if style not in STYLES:

@@ -28,6 +28,29 @@ def is_dataset_name(name):
                                      len(name) > len(OWN_DATA_PREFIX))
 
 
+def standin_version(name):
+    """The renderer version of a procedural stand-in (``mpi3d_sim_*``: 2, whose arm turns about its base; the others: 1),
+    or None for a file-backed dataset.  Every result made on a stand-in records it."""
+    return get_dataset(name).standin_version if name in PROCEDURAL_DATASETS else None
+
+
+def standin_versions(names):
+    """{name: version} for the procedural stand-ins among ``names`` (for a run's record)."""
+    return {name: standin_version(name) for name in dict.fromkeys(names) if name in PROCEDURAL_DATASETS}
+
+
+def recorded_standins(record):
+    """The stand-in versions a result was made on: a study run's ``standins``, or an ``evaluation_run.json``'s
+    ``dataset`` and ``standin_version``; a record from before versions were recorded was made on version 1 of every
+    stand-in it names (``dataset``, ``pretrain_dataset``)."""
+    if record.get("standins") is not None:
+        return dict(record["standins"])
+    if record.get("standin_version") is not None:
+        return {record["dataset"]: record["standin_version"]}
+    names = [record.get(key) for key in ("dataset", "pretrain_dataset")]
+    return {name: 1 for name in dict.fromkeys(names) if name in PROCEDURAL_DATASETS}
+
+
 def get_dataset(name, data_dir=None, **options):
     """The dataset called ``name``; ``options`` go to file-backed loaders (``storage``, ``cache_dir``).
 

@@ -201,6 +201,7 @@ class Shapes3dSim(FactorGridDataset):
     """Procedural Shapes3D, grid ``[10, 10, 10, 8, 4, 15]``, (64, 64, 3) uint8; no file needed."""
 
     name = "shapes3d_sim"
+    standin_version = 1
     factor_sizes = SHAPES3D_FACTOR_SIZES
     factor_names = SHAPES3D_FACTOR_NAMES
     _observation_shape = (64, 64, 3)
