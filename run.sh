@@ -7,6 +7,9 @@
 # When AICROWD_IS_GRADING (or KIT_NO_VENV, e.g. in conda or Docker) is set, the environment is used as given; otherwise a local virtualenv (.venv, or $KIT_VENV)
 # is created on first use and updated whenever requirements*.txt change. Variables: see README.md.
 set -euo pipefail
+# Relative paths in the variables (AICROWD_OUTPUT_PATH, DISENTANGLEMENT_LIB_DATA, PRETRAINED_DIR, h5:PATH) are the
+# caller's: the pipeline resolves them against the caller's directory, not the kit's.
+caller_dir="$PWD"
 cd "$(dirname "$0")"
 
 venv="${KIT_VENV:-.venv}"
@@ -52,6 +55,6 @@ export TF_CPP_MIN_LOG_LEVEL="${TF_CPP_MIN_LOG_LEVEL:-2}"
 case "${1:-}" in
     test)  shift; exec "$py" -m pytest "$@" ;;
     setup) exit 0 ;;
-    "")    exec "$py" -m submission.pipeline ;;
+    "")    KIT_CALLER_DIR="$caller_dir" exec "$py" -m submission.pipeline ;;
     *)     echo "error: unknown command '$1'; usage: ./run.sh [test [pytest args...] | setup]" >&2; exit 2 ;;
 esac

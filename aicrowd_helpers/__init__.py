@@ -24,7 +24,7 @@ _state = {"client": None, "client_tried": False, "last_printed": -1.0, "last_fra
 def _output_dir(job_dir: str = None) -> str:
     if job_dir:
         return job_dir
-    from submission.artifacts import JobLayout
+    from submission.files import JobLayout
     return JobLayout.of(os.environ.get("AICROWD_OUTPUT_PATH", "./scratch/shared"),
                         os.environ.get("AICROWD_EVALUATION_NAME", "local_evaluation")).root
 

@@ -29,7 +29,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from submission import artifacts  # noqa: E402
+from submission import checkpoints, files  # noqa: E402
 from submission.export import verify_export_of_run  # noqa: E402
 from submission.hardware import cpu_summary  # noqa: E402
 
@@ -89,14 +89,14 @@ def main() -> int:
             done = last_logged_step(run)
             hit_writes += writes_in_progress(run, os.path.dirname(export)) > 0
             try:
-                checkpoint, _, note = artifacts.load_latest_checkpoint(run)
+                checkpoint, _, note = checkpoints.load_latest_checkpoint(run)
                 if checkpoint is None or note is not None:
                     raise RuntimeError(note or "no checkpoint")
                 verify_export_of_run(export, run)
                 lost.append(done - int(checkpoint["step"]))
-                previous = os.path.join(run, artifacts.PREVIOUS_CHECKPOINT_NAME)
+                previous = os.path.join(run, files.PREVIOUS_CHECKPOINT_NAME)
                 if os.path.exists(previous):
-                    intervals.append(int(checkpoint["step"]) - int(artifacts.load_checkpoint(previous)["step"]))
+                    intervals.append(int(checkpoint["step"]) - int(checkpoints.load_checkpoint(previous)["step"]))
             except Exception as exc:
                 files_lost += 1
                 print(f"kill {kill + 1}: FILE LOST ({type(exc).__name__}: {exc})", flush=True)

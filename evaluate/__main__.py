@@ -90,8 +90,13 @@ def main(argv=None):
             return _compare(argv[1:])
         return _evaluate(argv)
     except EvaluationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # gin appends "In call to configurable ..." on a line of its own to errors raised inside a metric: keep ours.
+        print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("evaluate: interrupted (Ctrl-C): no scores.json and no metric results written by this run; the model "
+              "file is untouched", file=sys.stderr)
+        return 130
     except OSError as exc:      # a full disk, a read-only directory: every file written before is whole (atomic writes)
         where = f" {exc.filename}" if exc.filename else ""
         print(f"error: writing{where} failed ({exc.strerror or exc}); files written before it are intact",

@@ -12,7 +12,7 @@ import tempfile
 import gin
 
 from evaluate.errors import EvaluationError
-from submission.artifacts import LEADERBOARD_KEYS, atomic_replace_dir
+from submission.files import LEADERBOARD_KEYS, atomic_replace_dir
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 QUICK_CONFIG = os.path.join(CONFIG_DIR, "quick.gin")

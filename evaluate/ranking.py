@@ -8,8 +8,8 @@ from scipy.stats import rankdata
 
 from evaluate.errors import EvaluationError
 from evaluate.metrics import LEADERBOARD
-from submission.artifacts import LABELS, ArtifactError
-from submission.artifacts import read_scores as read_scores_file
+from submission.files import LABELS, ArtifactError
+from submission.files import read_scores as read_scores_file
 
 AGGREGATE_NOTE = ("The official aggregate formula was never published (only 'a mixture of several metrics' on hidden "
                   "datasets); the mean rank is a local summary, not the leaderboard's score.")

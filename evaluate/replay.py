@@ -369,7 +369,13 @@ def _process_pool(workers):
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_ignore_ctrl_c)
+
+
+def _ignore_ctrl_c():
+    """A worker leaves Ctrl-C to the evaluator (which stops the pool and says so in one line): no worker tracebacks."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 class ParallelImportanceGbt:

@@ -27,7 +27,7 @@ def _first_line(exc):
 def kit_model(module):
     """The kit model behind ``module`` when it was rebuilt from a checkpoint (it has a decoder), else None (TorchScript:
     the encoder's means only)."""
-    from submission.artifacts import RepresentationModule
+    from submission.checkpoints import RepresentationModule
     return module.model if isinstance(module, RepresentationModule) else None
 
 
@@ -35,7 +35,8 @@ def load_representation(path):
     """The module to evaluate, in eval mode: a TorchScript file, or a kit checkpoint (a file, or a directory holding
     ``checkpoint.pt``) rebuilt from its model_config, through the kit's one loader (``weights_only=True``: a file whose
     pickle would run code is refused, not run)."""
-    from submission.artifacts import ArtifactError, RepresentationModule, load_model_file
+    from submission.files import ArtifactError
+    from submission.checkpoints import RepresentationModule, load_model_file
     try:
         module, kind, _ = load_model_file(os.fspath(path))
     except ArtifactError as exc:
@@ -77,6 +78,7 @@ def representation_function(module, name="representation", device=None):
     checked: a tensor, 2-D, one row per image, float32, finite. A fault raises EvaluationError naming ``name``.
     """
     device = torch.device(device or "cpu")
+    seen = {}                                       # the number of codes the first call returned
 
     def represent(observations):
         x = torch.from_numpy(np.moveaxis(np.asarray(observations), 3, 1)).float()
@@ -93,6 +95,9 @@ def representation_function(module, name="representation", device=None):
         if y.dim() != 2 or y.shape[0] != x.shape[0] or y.shape[1] == 0:
             raise EvaluationError(f"{name}: returned shape {tuple(y.shape)} for {x.shape[0]} images; "
                                   f"expected ({x.shape[0]}, D) with D >= 1")
+        if seen.setdefault("codes", y.shape[1]) != y.shape[1]:
+            raise EvaluationError(f"{name}: returned {y.shape[1]} codes for a batch of {x.shape[0]} images, and "
+                                  f"{seen['codes']} codes before; expected the same number of codes for every batch")
         if y.dtype != torch.float32:
             raise EvaluationError(f"{name}: returned dtype {str(y.dtype).replace('torch.', '')}; expected float32")
         # An owned copy: a view would keep the torch tensor alive, and thousands of small live tensors scattered over

@@ -21,7 +21,7 @@ import torch
 from evaluate import extra
 from evaluate import metrics as metric_registry
 from evaluate.errors import EvaluationError
-from submission.artifacts import atomic_write_json, write_scores
+from submission.files import atomic_write_json, write_scores
 from submission.data.registry import recorded_standins
 from evaluate.metrics import (DEFAULT_METRICS, EXTRA, LEADERBOARD, SCORE_KEYS, SELECTABLE, evaluation_settings,
                               metric_config)
@@ -303,6 +303,8 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
             raise EvaluationError(f"unknown metric {metric!r}; expected some of: {', '.join(SELECTABLE)}")
     if batch_size < 1:
         raise EvaluationError(f"batch_size={batch_size}; expected a positive integer")
+    if jobs is not None and jobs < 1:
+        raise EvaluationError(f"--jobs {jobs}: expected a positive number of cores (default: the CPUs available)")
     device = resolve_device(device)
     ds, dataset_name = open_dataset(dataset, data_dir)
     if isinstance(model, torch.nn.Module):
@@ -331,10 +333,16 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
     log(f"{model_name} ({num_codes} codes) on {dataset_name}: {mode} mode, {settings} settings, encoding on "
         f"{device_description(device)}, metrics {', '.join(metrics)}")
     state = _Run(output_dir, metrics, quick, tuple(gin_files), tuple(gin_bindings), model=decoder_model, grader=grader)
-    if mode == "fast":
-        images = _run_fast(state, ds, represent, num_codes, batch_size, jobs)
-    else:
-        images = _run_reference(state, ds, represent)
+    try:
+        if mode == "fast":
+            images = _run_fast(state, ds, represent, num_codes, batch_size, jobs)
+        else:
+            images = _run_reference(state, ds, represent)
+    except (EvaluationError, KeyboardInterrupt):
+        # A representation fault found mid-run, or Ctrl-C: no scores.json, and none of this run's metric results.
+        for metric in state.results:
+            metric_registry.remove_metric_results(output_dir, metric)
+        raise
 
     scores = {m: (float(state.results[m][SCORE_KEYS[m]]) if m in state.results else None) for m in LEADERBOARD}
     info = {"model": model_name, "dataset": dataset_name, "mode": mode, "settings": "quick" if quick else "challenge",

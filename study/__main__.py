@@ -49,10 +49,10 @@ def _plan(args) -> list:
 
 def run(args, paths) -> int:
     from study.runner import run_study
-    from study.state import RunLock
+    from study.state import run_lock
     from study.table import write_table
     specs = _plan(args)
-    with RunLock(paths):
+    with run_lock(paths):
         counts = run_study(paths, specs, args.cpus_per_trial, args.gpus_per_trial, args.address)
     write_table(paths)
     print(f"study {paths.name}: {counts['done']} ran, {counts['failed']} failed, {counts['skipped']} already done; "

@@ -79,6 +79,9 @@ def plan_trials(recipes, seeds, grid, steps, budget_s=None, dataset="mpi3d_sim_r
                          f"({', '.join(known_recipes())})")
     if not seeds:
         raise StudyError("--seeds is empty: expected at least one integer seed")
+    bad = [seed for seed in seeds if not 0 <= int(seed) < 2 ** 32]
+    if bad:
+        raise StudyError(f"--seeds {bad[0]}: expected seeds from 0 to {2 ** 32 - 1} (numpy's seed range)")
     if steps is None or steps <= 0:
         raise StudyError(f"--steps {steps}: expected a positive number of fine-tuning steps")
     if pretrain_steps < 0:

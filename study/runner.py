@@ -140,7 +140,7 @@ def _tune_callback(paths: StudyPaths, bar, counts: dict):
         def _done(self, trial, record):
             spec = spec_from_key(trial.config["trial"]["spec"])
             if not is_done(paths, spec):         # the trial ran where the study directory is not shared
-                from submission.artifacts import atomic_write_json
+                from submission.files import atomic_write_json
                 atomic_write_json(record, paths.run_file(spec))
             clear_failure(paths, spec.trial_id)
             self._finish(trial, "done")

@@ -8,10 +8,11 @@
                                               the run lock (run.lock) and a marker per running trial (running/<id>)
 
 The study directory holds only small files, so it can be committed; everything heavy or machine-bound is in scratch.
-The run lock is an flock: the kernel releases it when the run dies, so a crashed run never leaves a study stuck.
+The run lock is the kit's one lock (an flock): the kernel releases it when the run dies, so a crashed run never leaves a
+study stuck.
 """
+import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import re
@@ -72,7 +73,7 @@ def load_manifest(paths: StudyPaths) -> list:
 
 def add_to_manifest(paths: StudyPaths, specs: list) -> None:
     """Add ``specs`` to the study (a rerun with more seeds or recipes grows it; a spec already there stays)."""
-    from submission.artifacts import atomic_write_json
+    from submission.files import atomic_write_json
     trials = {spec.trial_id: spec for spec in load_manifest(paths)}
     for spec in specs:
         trials.setdefault(spec.trial_id, spec)
@@ -126,7 +127,7 @@ def check_standins(paths: StudyPaths, specs: list) -> None:
 
 
 def record_failure(paths: StudyPaths, trial_id: str, error: str) -> None:
-    from submission.artifacts import atomic_write_json
+    from submission.files import atomic_write_json
     import time
     line = (error.strip().splitlines() or ["unknown error"])[-1][:300]
     atomic_write_json({"trial_id": trial_id, "error": line, "failed_at": time.strftime("%Y-%m-%dT%H:%M:%S")},
@@ -166,49 +167,30 @@ def trial_state(paths: StudyPaths, spec: TrialSpec, run_alive: bool) -> str:
 
 
 # --- the run lock -----------------------------------------------------------------------------------------------------
-class RunLock:
-    """Held by the one ``study run`` of a study. ``acquire`` raises StudyError (one line) when another run holds it."""
-
-    def __init__(self, paths: StudyPaths):
-        self.paths, self._file = paths, None
-
-    def acquire(self) -> "RunLock":
-        os.makedirs(self.paths.scratch_dir, exist_ok=True)
-        handle = open(self.paths.lock_file, "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            handle.close()
-            raise StudyError(f"study {self.paths.name!r} is already running (pid {holder}, lock "
-                             f"{self.paths.lock_file}): wait for it or stop it first") from None
-        handle.truncate(0)
-        handle.write(str(os.getpid()))
-        handle.flush()
-        self._file = handle
-        return self
-
-    def release(self) -> None:
-        if self._file is not None:
-            self._file.close()        # closing drops the flock
-            self._file = None
-
-    def __enter__(self):
-        return self.acquire()
-
-    def __exit__(self, *exc_info):
-        self.release()
-        return False
+@contextlib.contextmanager
+def run_lock(paths: StudyPaths):
+    """Held by the one ``study run`` of a study: the kit's one lock (``submission.files.RunLock``, an flock the kernel
+    drops when its holder dies) on ``run.lock`` in the study's scratch directory. A second run raises StudyError (one
+    line naming the holder's PID). On release the lock file goes, and so does the scratch directory if it is empty."""
+    from submission.files import ArtifactError, RunLock
+    existed = os.path.isdir(paths.scratch_dir)
+    lock = RunLock(paths.scratch_dir, f"run of study {paths.name!r}", name=os.path.basename(paths.lock_file))
+    try:
+        lock.acquire()
+    except ArtifactError as exc:
+        raise StudyError(str(exc)) from None
+    try:
+        yield lock
+    finally:
+        lock.release()
+        if not existed:
+            try:
+                os.rmdir(paths.scratch_dir)
+            except OSError:
+                pass                      # it holds the study's work: keep it
 
 
 def run_alive(paths: StudyPaths) -> bool:
-    """Whether a ``study run`` of this study holds its lock now (tried without waiting, and let go at once)."""
-    if not os.path.exists(paths.lock_file):
-        return False
-    with open(paths.lock_file) as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-    return False
+    """Whether a ``study run`` of this study holds its lock now."""
+    from submission.files import lock_holder
+    return lock_holder(paths.scratch_dir, os.path.basename(paths.lock_file)) is not None

@@ -196,7 +196,7 @@ def write_figure(records: list, path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from submission.artifacts import atomic_write
+    from submission.files import atomic_write
     rows = group_rows(records)
     # A setting (its bindings) can be long: the ticks name it by a letter, and a key under the panels spells it out.
     letter = setting_letters(rows)
@@ -222,7 +222,7 @@ def write_figure(records: list, path: str) -> None:
 
 def write_table(paths: StudyPaths, require_runs: bool = False) -> str:
     """Write table.md and table.png from the finished trials; return the markdown ("" when none finished)."""
-    from submission.artifacts import atomic_write_text
+    from submission.files import atomic_write_text
     records = load_runs(paths)
     if not records:
         if require_runs:

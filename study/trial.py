@@ -10,7 +10,6 @@ The checkpoints, the export and the evaluation outputs live under the scratch di
 the small JSON.
 """
 import dataclasses
-import fcntl
 import hashlib
 import json
 import os
@@ -160,8 +159,9 @@ def pretrain(spec: TrialSpec, scratch_dir: str, threads: int) -> tuple:
     run_dir = os.path.join(scratch_dir, "pretrain", spec.pretrain_key)
     os.makedirs(run_dir, exist_ok=True)
     checkpoint = os.path.join(run_dir, "checkpoint.pt")
-    with open(os.path.join(run_dir, ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)              # a second trial with the same pretraining waits for the first
+    from submission.files import RunLock
+    # A second trial with the same pretraining waits for the first (a lock of its own, beside the trainer's).
+    with RunLock(run_dir, "shared pretraining", wait=True, name=".pretrain.lock"):
         seconds = 0.0
         record = _finished(run_dir)
         if record is None or record.get("step", 0) < spec.pretrain_steps:
@@ -178,8 +178,8 @@ def encode_capture(export_path: str, dataset_name: str) -> dict:
     import torch
     from submission.data import get_dataset
     from submission.metrics import capture_of_representation
-    module = torch.jit.load(export_path, map_location="cpu")
-    module.eval()
+    from submission.checkpoints import load_model_file
+    module = load_model_file(export_path)[0]
 
     @torch.no_grad()
     def representation(observations):
@@ -191,7 +191,7 @@ def encode_capture(export_path: str, dataset_name: str) -> dict:
 
 def run_trial(spec: TrialSpec, study_dir: str, scratch_dir: str, threads: int = 1) -> dict:
     """Run (or finish) one trial and write its run JSON; return the record. Raises TrialFailed (one line)."""
-    from submission.artifacts import atomic_write_json
+    from submission.files import atomic_write_json
     t0 = time.monotonic()
     trial_dir = os.path.join(scratch_dir, "trials", spec.scratch_id)
     log_path = os.path.join(trial_dir, "stage.log")

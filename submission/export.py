@@ -9,8 +9,8 @@ import os
 import torch
 from torch import nn
 
-from submission import artifacts
-from submission.artifacts import RepresentationModule
+from submission.checkpoints import RepresentationModule
+from submission import files
 
 
 class ExportError(RuntimeError):
@@ -31,19 +31,25 @@ def export_representation(model, path: str, atol: float = 1e-4, rtol: float = 1e
     """Trace, save to a temporary file, reload it and compare its outputs with the model's, then rename into place.
 
     Raises ExportError (and leaves any previous export in place) when the reloaded module disagrees; the file is written
-    with ``artifacts.atomic_write``, so a kill or a full disk leaves the previous export whole."""
+    with ``files.atomic_write``, so a kill or a full disk leaves the previous export whole."""
     reference = cpu_fp32_copy(model)
     module = RepresentationModule(reference).eval()
     channels = getattr(reference, "channels", 3)
     probes = _probe_batches(channels)
     with torch.no_grad():
         traced = torch.jit.trace(module, probes[0], check_trace=False)
-    return artifacts.atomic_write(path, lambda f: torch.jit.save(traced, f),
+    return files.atomic_write(path, lambda f: torch.jit.save(traced, f),
                         check=lambda tmp: verify_export(tmp, model, probes, atol, rtol))
 
 
 def verify_export(path: str, model, probes=None, atol: float = 1e-4, rtol: float = 1e-4) -> None:
-    """Reload ``path`` on the CPU and check shape, dtype, determinism and agreement with ``model``."""
+    """Reload ``path`` on the CPU and check that it passes the TorchScript check every loader applies, and its shape,
+    dtype, determinism and agreement with ``model``."""
+    from submission.torchscript_check import UnsafeTorchScript, check_torchscript
+    try:
+        check_torchscript(path)
+    except UnsafeTorchScript as exc:
+        raise ExportError(str(exc)) from None
     loaded = torch.jit.load(path, map_location="cpu")
     was_training = model.training
     model.eval()
@@ -72,8 +78,8 @@ def verify_export_of_run(path: str, run_dir: str) -> int:
     """Check that the export at ``path`` reproduces the run's latest checkpoint, or else the previous one (a kill
     between a checkpoint and its export leaves the export one checkpoint behind; the next run rewrites it before its
     first step). Returns the matching checkpoint's step; raises ExportError when neither matches."""
-    from submission.artifacts import (PREVIOUS_CHECKPOINT_NAME, load_checkpoint, load_latest_checkpoint,
-                                      model_from_checkpoint)
+    from submission.files import PREVIOUS_CHECKPOINT_NAME
+    from submission.checkpoints import load_checkpoint, load_latest_checkpoint, model_from_checkpoint
     latest, latest_path, _ = load_latest_checkpoint(run_dir)
     candidates = [(latest, latest_path)]
     previous_path = os.path.join(run_dir, PREVIOUS_CHECKPOINT_NAME)

@@ -14,8 +14,9 @@ import tempfile
 import time
 
 import aicrowd_helpers
-from submission.artifacts import JobLayout, atomic_copy, format_scores, read_scores
+from submission.files import ArtifactError, JobLayout, RunLock, atomic_copy, format_scores, read_scores
 from submission.budget import format_seconds, parse_budget
+from submission.data.registry import OWN_DATA_PREFIX
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("pvae", "betatcvae")
@@ -124,11 +125,17 @@ def _check_pretrained(path: str) -> None:
     """A pretrained checkpoint that is there must load through the kit's one loader (weights only: nothing in it runs)."""
     if not os.path.exists(path):
         return
-    from submission.artifacts import ArtifactError, load_checkpoint
+    from submission.checkpoints import load_checkpoint
     try:
         load_checkpoint(path)
     except ArtifactError as exc:
         raise ConfigError(f"{exc} (the pretrained checkpoint; remove it to pretrain afresh)") from None
+
+
+def _caller_path(env, path: str) -> str:
+    """A path from a variable, absolute: a relative one is the caller's (``run.sh`` passes its directory as
+    ``KIT_CALLER_DIR``; without it, the current directory)."""
+    return os.path.abspath(os.path.join(env.get("KIT_CALLER_DIR") or os.getcwd(), os.path.expanduser(path)))
 
 
 def read_config(env=None) -> JobConfig:
@@ -146,15 +153,24 @@ def read_config(env=None) -> JobConfig:
         seed = int(env.get("SEED", "0"))
     except ValueError:
         raise ConfigError(f"SEED={env.get('SEED')!r} is malformed: expected an integer") from None
-    output_path = env.get("AICROWD_OUTPUT_PATH") or os.path.join(".", "scratch", "shared")
+    if not 0 <= seed < 2 ** 32:
+        raise ConfigError(f"SEED={env.get('SEED')!r} is out of range: expected an integer from 0 to {2 ** 32 - 1}")
+    precision = env.get("KIT_PRECISION", "").strip().lower()
+    if precision not in ("", "auto", "fp32", "bf16"):
+        raise ConfigError(f"KIT_PRECISION={env.get('KIT_PRECISION')!r} is unknown: expected fp32, bf16 or auto")
+    output_path = (_caller_path(env, env["AICROWD_OUTPUT_PATH"]) if env.get("AICROWD_OUTPUT_PATH")
+                   else os.path.join(REPO_ROOT, "scratch", "shared"))
     evaluation_name = env.get("AICROWD_EVALUATION_NAME") or "local_evaluation"
     if os.sep in evaluation_name or evaluation_name in (".", ".."):
         raise ConfigError(f"AICROWD_EVALUATION_NAME={evaluation_name!r} is malformed: expected a plain directory name")
     output_dir = JobLayout.of(output_path, evaluation_name).root
     check_writable(output_dir, "AICROWD_OUTPUT_PATH")
     data_dir_explicit = bool(env.get("DISENTANGLEMENT_LIB_DATA"))
-    data_dir = os.path.abspath(env.get("DISENTANGLEMENT_LIB_DATA") or os.path.join(".", "scratch", "dataset"))
+    data_dir = (_caller_path(env, env["DISENTANGLEMENT_LIB_DATA"]) if data_dir_explicit
+                else os.path.join(REPO_ROOT, "scratch", "dataset"))
     dataset = env.get("AICROWD_DATASET_NAME") or ("mpi3d_toy" if grading else "mpi3d_sim_realistic")
+    if dataset.startswith(OWN_DATA_PREFIX) and len(dataset) > len(OWN_DATA_PREFIX):
+        dataset = OWN_DATA_PREFIX + _caller_path(env, dataset[len(OWN_DATA_PREFIX):])
     _check_dataset(dataset, data_dir, data_dir_explicit)
     evaluate_flag = env.get("EVALUATE", "0" if grading else "1").strip().lower()
     if evaluate_flag not in ("0", "1", "false", "true", "no", "yes"):
@@ -166,7 +182,8 @@ def read_config(env=None) -> JobConfig:
     if short_run_settings not in ("auto", "off"):
         raise ConfigError(f"SHORT_RUN_SETTINGS={short_run_settings!r} is unknown; choose 'auto' (the default: "
                           f"submission/configs/short/<model>.gin for budgets under {SHORT_RUN_S // 60} minutes) or 'off'")
-    pretrained_dir = os.path.abspath(env.get("PRETRAINED_DIR") or os.path.join(REPO_ROOT, "pretrain", "checkpoints"))
+    pretrained_dir = (_caller_path(env, env["PRETRAINED_DIR"]) if env.get("PRETRAINED_DIR")
+                      else os.path.join(REPO_ROOT, "pretrain", "checkpoints"))
     job = JobConfig(model=model, dataset=dataset, budget_s=budget_s, seed=seed, grading=grading,
                     evaluate=evaluate_flag in ("1", "true", "yes"), eval_settings=eval_settings,
                     output_dir=output_dir, data_dir=data_dir, pretrained_dir=pretrained_dir,
@@ -301,16 +318,26 @@ def main() -> int:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # The job directory is the job's alone from here to the end, before anything is written in it.
+    lock = RunLock(job.output_dir, "job")
+    try:
+        lock.acquire()
+    except ArtifactError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         run(job)
-    except Interrupted as exc:
-        aicrowd_helpers.execution_error(str(exc), job.output_dir)
-        print(f"stopped: {exc}", file=sys.stderr)
+    except (Interrupted, KeyboardInterrupt) as exc:
+        line = str(exc) or "Ctrl-C between stages; what the stages wrote is saved (rerun ./run.sh to continue)"
+        aicrowd_helpers.execution_error(line, job.output_dir)
+        print(f"stopped: {line}", file=sys.stderr)
         return 130
     except StageFailed as exc:
         aicrowd_helpers.execution_error(str(exc), job.output_dir)
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    finally:
+        lock.release()
     return 0
 
 

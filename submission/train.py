@@ -12,6 +12,7 @@ written. A full disk or another write error: one line, exit 1, the previous chec
 """
 import argparse
 import os
+import signal
 import sys
 import time
 
@@ -73,7 +74,7 @@ def run(args, pretrain: bool = False, start_time: float = None) -> dict:
     budget_s = parse_budget(args.budget)
     parse_gin(args.gin_file, args.gin_binding)
 
-    from submission import artifacts
+    from submission import checkpoints, files
     from submission.hardware import seed_everything
     from submission.models import make_model
     from submission.objectives import make_objective
@@ -83,14 +84,14 @@ def run(args, pretrain: bool = False, start_time: float = None) -> dict:
     init = None
     init_from = getattr(args, "init_from", None)
     if init_from:
-        init = artifacts.load_checkpoint(init_from)
+        init = checkpoints.load_checkpoint(init_from)
     dataset_name, dataset = load_dataset(args.dataset, "mpi3d_sim_toy" if pretrain else None, args.data_dir)
     rng = seed_everything(args.seed)
     model = make_model()
     if init is not None:
         check_architecture(init, model, init_from)
     objective = make_objective()
-    job = artifacts.JobLayout(args.job_dir) if args.job_dir else artifacts.JobLayout.around(args.output)
+    job = files.JobLayout(args.job_dir) if args.job_dir else files.JobLayout.around(args.output)
     export_path = None if pretrain else (args.export or job.export)
     extra = {} if args.max_steps is None else {"max_steps": args.max_steps}
     trainer = Trainer(model, objective, dataset, args.output, seed=args.seed, rng=rng, budget_s=budget_s,
@@ -108,6 +109,8 @@ def run(args, pretrain: bool = False, start_time: float = None) -> dict:
     if init is not None and not os.path.exists(trainer.checkpoint_path):
         trainer.init_from(init, init_from)
     summary = trainer.run()
+    if str(summary.get("stopped", "")).startswith("signal"):
+        return summary                       # stopped by a signal: saved; no report, the caller exits 130
     if not getattr(args, "no_report", False) and os.path.exists(trainer.checkpoint_path):
         # After the final checkpoint and export: the deliverables exist whatever the report does (it never raises).
         from submission.visualize import write_training_report
@@ -143,6 +146,11 @@ def main(argv=None, prog: str = "submission.train", pretrain: bool = False) -> i
         print(f"{prog}: error: writing{where} failed ({exc.strerror or exc}); the last checkpoint and export written "
               f"before it are intact", file=sys.stderr)
         return 1
+    if str(summary.get("stopped", "")).startswith("signal"):
+        name = summary["stopped"][len("signal "):]
+        print(f"{prog}: stopped by {name} at step {summary.get('step')}: the checkpoint and export are saved; rerun "
+              f"the same command to resume", file=sys.stderr)
+        return 128 + int(getattr(signal.Signals, name, signal.SIGINT))     # 130 for Ctrl-C, 143 for SIGTERM
     print(f"{prog}: done: {summary}", flush=True)
     return 0
 

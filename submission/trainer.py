@@ -1,7 +1,7 @@
 """The one trainer for every method: budget, iteration cap, checkpoints, resume, and the deadline guarantee.
 
 It never knows which method it runs: it asks the objective for named loss terms and minimises their sum. It only
-trains: the files it leaves are ``submission.artifacts``'s, the learning rates ``submission.learning_rates``'s, the
+trains: the files it leaves are ``submission.files``'s and ``submission.checkpoints``'s, the learning rates ``submission.learning_rates``'s, the
 batches ahead ``submission.prefetch``'s, the device and precision ``submission.hardware``'s, the compiled view of the
 model ``submission.compiled``'s, the log ``submission.training_log``'s, and what it tells the world goes through hooks (``submission.training_hooks``).
 
@@ -22,8 +22,9 @@ import gin
 import numpy as np
 import torch
 
-from submission import artifacts, hardware
-from submission.artifacts import CHECKPOINT_FORMAT, CHECKPOINT_NAME, ArtifactError, clone_state as _clone
+from submission import checkpoints, files, hardware
+from submission.files import CHECKPOINT_NAME, ArtifactError
+from submission.checkpoints import CHECKPOINT_FORMAT
 from submission.budget import Deadline
 from submission.compiled import CompiledModel, resolve_compile
 from submission.learning_rates import LearningRateError, LearningRates
@@ -33,13 +34,25 @@ from submission.training_hooks import Hooks
 from submission.training_log import TrainingLog
 
 
+def _clone(tree):
+    """A deep copy of a state tree (the in-memory snapshot a rollback returns to), tensors detached and cloned."""
+    import copy
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().clone()
+    if isinstance(tree, dict):
+        return {k: _clone(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(_clone(v) for v in tree)
+    return copy.deepcopy(tree)
+
+
 class TrainingError(ValueError):
     """A bad input to training (a checkpoint that does not fit the recipe, ...): one line for a person."""
 
 
 def check_architecture(checkpoint: dict, model, path: str) -> None:
     try:
-        artifacts.check_architecture(checkpoint, model, path)
+        checkpoints.check_architecture(checkpoint, model, path)
     except ArtifactError as exc:
         raise TrainingError(str(exc)) from None
 
@@ -68,6 +81,7 @@ class Trainer:
         self.start_time, self.deadline = self.budget.start_time, self.budget.at
         self.output_dir, self.export_path = output_dir, export_path
         self.checkpoint_path = os.path.join(output_dir, CHECKPOINT_NAME)
+        self._latest_unreadable = False     # set when a resume fell back past a checkpoint.pt that did not load
         self.run_info = dict(run_info or {}, seed=int(seed))
         self.rng = rng if rng is not None else np.random.default_rng(seed)
         self.max_steps, self.batch_size = int(max_steps), int(batch_size)
@@ -133,14 +147,15 @@ class Trainer:
         """Continue from the newest readable checkpoint a previous run of this command left (the previous one when the
         latest is damaged, said in one line)."""
         try:
-            checkpoint, path, note = artifacts.load_latest_checkpoint(self.output_dir)
+            checkpoint, path, note = checkpoints.load_latest_checkpoint(self.output_dir)
             if checkpoint is None:
                 return False
-            artifacts.check_architecture(checkpoint, self.model, path)
+            checkpoints.check_architecture(checkpoint, self.model, path)
         except ArtifactError as exc:
             raise TrainingError(str(exc)) from None
         if note:
             self.log.line(note)
+            self._latest_unreadable = True    # the next save replaces it, and never keeps it as the fallback
         if checkpoint.get("objective") != self.objective.name:
             raise TrainingError(f"checkpoint {path} was trained with objective {checkpoint.get('objective')!r}, but the "
                                 f"recipe uses {self.objective.name!r}: expected the same method (or a fresh --output)")
@@ -158,7 +173,9 @@ class Trainer:
     # ----------------------------------------------------------------------------------------------- outputs
     def save_checkpoint(self, state: dict = None) -> None:
         t0 = time.monotonic()
-        artifacts.save_checkpoint(state if state is not None else self.state_dict(), self.checkpoint_path)
+        checkpoints.save_checkpoint(state if state is not None else self.state_dict(), self.checkpoint_path,
+                                    keep_previous=not self._latest_unreadable)
+        self._latest_unreadable = False
         self.save_seconds = max(time.monotonic() - t0, 0.05)
 
     def export(self) -> None:
@@ -237,12 +254,12 @@ class Trainer:
     def run(self) -> dict:
         os.makedirs(self.output_dir, exist_ok=True)
         try:
-            lock = artifacts.RunLock(self.output_dir, "training run").__enter__()
+            lock = files.RunLock(self.output_dir, "training run").__enter__()
         except ArtifactError as exc:
             raise TrainingError(str(exc)) from None
         export_dir = os.path.dirname(os.path.abspath(self.export_path)) if self.export_path else self.output_dir
         for directory in {self.output_dir, export_dir}:
-            artifacts.remove_temporaries(directory)      # left by a killed run's writes (ours: we hold the lock)
+            files.remove_temporaries(directory)      # left by a killed run's writes (ours: we hold the lock)
         try:
             return self._run_locked()
         finally:
@@ -250,7 +267,7 @@ class Trainer:
 
     def _run_locked(self) -> dict:
         self.resume_if_possible()
-        artifacts.atomic_write_text(gin.operative_config_str() or gin.config_str(),
+        files.atomic_write_text(gin.operative_config_str() or gin.config_str(),
                                     os.path.join(self.output_dir, "config.gin"))
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         self.model.train()
@@ -263,7 +280,7 @@ class Trainer:
             reason = self._loop()
         except BaseException as exc:
             self.batches.stop()
-            if not artifacts.is_disk_full(exc):   # a full disk: what is on disk is the last good state; keep it
+            if not files.is_disk_full(exc):   # a full disk: what is on disk is the last good state; keep it
                 self._emergency_export()
             raise
         finally:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from submission import compiled as compiled_module
-from submission.artifacts import load_checkpoint
+from submission.checkpoints import load_checkpoint
 from submission.export import verify_export_of_run
 from tests.test_faults import nan_from
 from tests.test_trainer import CrashAt, _trainer

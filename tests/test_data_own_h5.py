@@ -62,7 +62,7 @@ def test_the_second_load_reuses_the_conversion(squares):
 def _write(path, images=None, names=("a", "b"), sizes=(2, 3), skip=()):
     with h5py.File(path, "w") as f:
         if "images" not in skip:
-            f["images"] = np.zeros((6, 8, 8, 3), np.uint8) if images is None else images
+            f["images"] = np.zeros((6, 64, 64, 3), np.uint8) if images is None else images
         if "factor_names" not in skip:
             f.attrs["factor_names"] = list(names)
         if "factor_sizes" not in skip:
@@ -82,6 +82,8 @@ BAD_FILES = {
     "wrong dtype": (dict(images=np.zeros((6, 8, 8, 3), np.float32)), "dtype float32; expected uint8"),
     "wrong rank": (dict(images=np.zeros((6, 8, 8), np.uint8)), r"shape \(6, 8, 8\); expected \(N, H, W, C\)"),
     "two channels": (dict(images=np.zeros((6, 8, 8, 2), np.uint8)), "with C 1 or 3"),
+    "32x32 images": (dict(images=np.zeros((6, 32, 32, 3), np.uint8)), r"32x32 images with 3 channel\(s\); expected \(N, 64, 64, 3\)"),
+    "one channel": (dict(images=np.zeros((6, 64, 64, 1), np.uint8)), r"64x64 images with 1 channel\(s\); .*repeat a grey"),
     "names and sizes differ": (dict(names=("a",)), "1 factor_names"),
     "fractional sizes": (dict(sizes=(2.0, 3.0)), "expected a list of positive integers"),
 }
@@ -109,7 +111,7 @@ def test_missing_and_truncated_files(tmp_path):
 
 
 def test_a_conversion_that_fails_midway_leaves_nothing(tmp_path, monkeypatch):
-    path = _write(tmp_path / "mine.h5", images=np.ones((6, 8, 8, 3), np.uint8))
+    path = _write(tmp_path / "mine.h5", images=np.ones((6, 64, 64, 3), np.uint8))
 
     def failing_chunks(array):
         yield array[:2]

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from submission import artifacts
+from submission import checkpoints, files
 from submission.export import verify_export, verify_export_of_run
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,7 +31,7 @@ class RunsCode:
 
 
 def _malicious_checkpoint(path, marker):
-    torch.save({"format": artifacts.CHECKPOINT_FORMAT, "step": 1, "model_config": {"kind": "vae"},
+    torch.save({"format": checkpoints.CHECKPOINT_FORMAT, "step": 1, "model_config": {"kind": "vae"},
                 "model": {}, "payload": RunsCode(marker)}, path)
     return str(path)
 
@@ -95,7 +95,7 @@ def test_no_torch_load_outside_the_one_loader():
                     path = os.path.join(directory, name)
                     with open(path) as f:
                         calls += [(path, line) for line in f if "torch.load(" in line]
-    assert [os.path.relpath(p, ROOT) for p, _ in calls] == [os.path.join("submission", "artifacts.py")], calls
+    assert [os.path.relpath(p, ROOT) for p, _ in calls] == [os.path.join("submission", "checkpoints.py")], calls
     assert "weights_only=True" in calls[0][1]
 
 
@@ -110,13 +110,13 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
     _train_steps(tmp_path, capsys, 4)
     _train_steps(tmp_path, capsys, 8)           # resumes at 4, ends at 8: checkpoint.pt = 8, checkpoint.prev.pt = 4
     run = tmp_path / "train"
-    assert artifacts.load_checkpoint(str(run / "checkpoint.prev.pt"))["step"] >= 4
+    assert checkpoints.load_checkpoint(str(run / "checkpoint.prev.pt"))["step"] >= 4
     with open(run / "checkpoint.pt", "r+b") as f:  # truncated mid-file, as a disk error would leave it
         f.truncate(os.path.getsize(run / "checkpoint.pt") // 2)
     err = _train_steps(tmp_path, capsys, 10)
     notes = [line for line in err.splitlines() if "resuming from the previous one" in line]
     assert len(notes) == 1 and "checkpoint.prev.pt" in notes[0], err
-    assert artifacts.load_checkpoint(str(run / "checkpoint.pt"))["step"] == 10
+    assert checkpoints.load_checkpoint(str(run / "checkpoint.pt"))["step"] == 10
 
     for name in ("checkpoint.pt", "checkpoint.prev.pt"):   # both damaged: an error, never a silent fresh start
         (run / name).write_bytes(b"garbage")
@@ -125,7 +125,7 @@ def test_a_damaged_latest_checkpoint_falls_back_to_the_previous_one(tmp_path, ca
 
 
 def _disk_full_after(monkeypatch, calls_ok, matches=lambda path: True):
-    real = artifacts.atomic_write
+    real = files.atomic_write
     count = {"n": 0}
 
     def write(path, *args, **kwargs):
@@ -135,7 +135,7 @@ def _disk_full_after(monkeypatch, calls_ok, matches=lambda path: True):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(artifacts, "atomic_write", write)
+    monkeypatch.setattr(files, "atomic_write", write)
 
 
 @pytest.mark.parametrize("target", ["checkpoint.pt", "pytorch_model.pt"])
@@ -152,7 +152,7 @@ def test_a_full_disk_stops_cleanly_and_keeps_the_previous_files(tmp_path, capsys
     assert failing.read_bytes() == before                  # the file the disk refused: the previous one, byte for byte
     assert not [n for n in os.listdir(run) + os.listdir(export.parent) if ".tmp-" in n]   # no temporary left over
     monkeypatch.undo()
-    verify_export(str(export), artifacts.load_model_file(str(run / "checkpoint.pt"))[0])
+    verify_export(str(export), checkpoints.load_model_file(str(run / "checkpoint.pt"))[0])
 
 
 def test_a_full_disk_while_writing_the_evaluation_keeps_the_old_scores(tmp_path, capsys, monkeypatch):
@@ -189,19 +189,19 @@ def test_a_second_run_on_the_same_directory_is_refused_and_a_killed_ones_lock_is
         deadline = time.monotonic() + 120
         while not (run / "checkpoint.pt").exists() and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert (run / artifacts.LOCK_NAME).exists()
+        assert (run / files.LOCK_NAME).exists()
         code, err = _train([*TINY, "--output", str(run), "--budget", "30s", "--max_steps", "5"], capsys)
         assert code == 2
         assert f"PID {first.pid}" in _one_error_line(err, run)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    assert (run / artifacts.LOCK_NAME).exists()                      # left behind by the kill
-    done = artifacts.load_checkpoint(str(run / "checkpoint.pt"))["step"]
+    assert (run / files.LOCK_NAME).exists()                      # left behind by the kill
+    done = checkpoints.load_checkpoint(str(run / "checkpoint.pt"))["step"]
     code, err = _train([*TINY, "--output", str(run), "--budget", "60s", "--max_steps", str(done + 3)], capsys)
     assert code == 0, err
-    assert artifacts.load_checkpoint(str(run / "checkpoint.pt"))["step"] == done + 3
-    assert not (run / artifacts.LOCK_NAME).exists()
+    assert checkpoints.load_checkpoint(str(run / "checkpoint.pt"))["step"] == done + 3
+    assert not (run / files.LOCK_NAME).exists()
 
 
 def test_sigkill_at_random_moments_resumes_from_the_last_checkpoint(tmp_path):
@@ -219,13 +219,13 @@ def test_sigkill_at_random_moments_resumes_from_the_last_checkpoint(tmp_path):
         time.sleep(rng.uniform(0.5, 2.0))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        checkpoint, _, note = artifacts.load_latest_checkpoint(str(run))
+        checkpoint, _, note = checkpoints.load_latest_checkpoint(str(run))
         assert checkpoint is not None and note is None
         verify_export_of_run(str(export), str(run))        # the latest checkpoint's export, or the one before
     finished = subprocess.run(argv, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=300)
     assert finished.returncode == 0, finished.stderr[-2000:]
     assert "resuming from" in finished.stderr
-    assert artifacts.load_checkpoint(str(run / "checkpoint.pt"))["step"] == 400
+    assert checkpoints.load_checkpoint(str(run / "checkpoint.pt"))["step"] == 400
 
 
 def nan_from(after_calls, method="beta_vae"):
@@ -265,9 +265,9 @@ def test_repeated_nan_keeps_the_last_good_export(tmp_path):
     summary = trainer.run()
     assert summary["stopped"] == "diverged" and summary["rollbacks"] == 4       # 3 rollbacks, then it stops
     assert summary["step"] == 10                                                 # the last snapshot before the NaNs
-    saved = artifacts.load_checkpoint(str(tmp_path / "train" / "checkpoint.pt"))
+    saved = checkpoints.load_checkpoint(str(tmp_path / "train" / "checkpoint.pt"))
     assert saved["step"] == 10 and all(torch.isfinite(v).all() for v in saved["model"].values())
-    verify_export(str(export), artifacts.model_from_checkpoint(saved, "ckpt"))
+    verify_export(str(export), checkpoints.model_from_checkpoint(saved, "ckpt"))
 
 
 @pytest.mark.slow
@@ -297,7 +297,7 @@ def test_sigterm_in_each_stage_of_run_sh_stops_with_a_line_and_a_rerun_finishes(
     assert again.returncode == 0, again.stderr[-3000:]
     assert (tmp_path / "out" / "job" / "scores.json").exists()
     verify_export(str(tmp_path / "out" / "job" / "representation" / "pytorch_model.pt"),
-                  artifacts.load_model_file(str(tmp_path / "out" / "job" / "train"))[0])
+                  checkpoints.load_model_file(str(tmp_path / "out" / "job" / "train"))[0])
 
 
 def test_an_export_is_checked_against_the_last_two_checkpoints(tmp_path, capsys):
@@ -310,7 +310,7 @@ def test_an_export_is_checked_against_the_last_two_checkpoints(tmp_path, capsys)
     _train_steps(tmp_path, capsys, 8)
     assert verify_export_of_run(str(export), str(run)) == 8
     assert verify_export_of_run(str(four), str(run)) == 4          # one checkpoint behind: still an export of the run
-    stranger = export_representation(build_model(artifacts.load_checkpoint(str(run / "checkpoint.pt"))["model_config"]),
+    stranger = export_representation(build_model(checkpoints.load_checkpoint(str(run / "checkpoint.pt"))["model_config"]),
                                       str(tmp_path / "stranger.pt"))
     with pytest.raises(ExportError, match="matches neither"):
         verify_export_of_run(stranger, str(run))

@@ -25,6 +25,9 @@ BAD_INPUTS = {
     "missing dataset file": (dict(AICROWD_DATASET_NAME="mpi3d_toy"), ["mpi3d_toy"]),
     "malformed budget": (dict(BUDGET="8 hours"), ["BUDGET", "8 hours"]),
     "malformed seed": (dict(SEED="one"), ["SEED", "one"]),
+    "negative seed": (dict(SEED="-1"), ["SEED", "-1", "out of range"]),
+    "huge seed": (dict(SEED="99999999999999999999999"), ["SEED", "99999999999999999999999", "out of range"]),
+    "unknown precision": (dict(KIT_PRECISION="fp8"), ["KIT_PRECISION", "fp8", "fp32, bf16 or auto"]),
     "unknown short-run setting": (dict(SHORT_RUN_SETTINGS="maybe"), ["SHORT_RUN_SETTINGS", "maybe", "auto", "off"]),
 }
 

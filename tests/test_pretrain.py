@@ -54,7 +54,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, case):
         args += ["--gin_binding", f"training.{case} = 'fast'"]
     elif case == "architecture":
         from submission.models import make_model
-        from submission.artifacts import CHECKPOINT_FORMAT
+        from submission.checkpoints import CHECKPOINT_FORMAT
         wrong = make_model(kind="vae", architecture="mlp", latent_dim=3)
         torch.save({"format": CHECKPOINT_FORMAT, "model_config": wrong.config(), "objective": "beta_vae",
                     "model": wrong.state_dict()}, tmp_path / "wrong.pt")

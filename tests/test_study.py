@@ -28,7 +28,7 @@ def _record(spec, scores, **extra):
 
 
 def _finish(paths, spec, scores=None):
-    from submission.artifacts import atomic_write_json
+    from submission.files import atomic_write_json
     scores = scores or {k: 0.5 for k in table.LEADERBOARD_KEYS}
     atomic_write_json(_record(spec, scores), paths.run_file(spec))
 
@@ -68,6 +68,7 @@ def test_plan_is_recipes_times_grid_times_seeds():
     (["--recipes", "vae", "--seeds", "0", "--steps", "5", "--grid", "training.nosuch=[1]"], "nosuch"),
     (["--recipes", "vae", "--seeds", "0", "--steps", "5", "--dataset", "nope"], "unknown dataset"),
     (["--recipes", "vae", "--seeds", "0", "--steps", "5", "--budget", "3x"], "--budget"),
+    (["--recipes", "vae", "--seeds", "-1", "--steps", "5"], "--seeds -1: expected seeds from 0"),
 ])
 def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, monkeypatch, args, says):
     monkeypatch.setattr(runner, "start_ray", lambda *a, **k: pytest.fail("Ray started on bad input"))
@@ -84,6 +85,7 @@ def test_unreachable_address_is_named_in_one_line_within_30_s(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "127.0.0.1:1" in err and time.monotonic() - t0 < 30
     assert not (tmp_path / "studies").exists()
+    assert not (tmp_path / "scratch" / "studies" / "far").exists()        # no run.lock (nor its directory) left
 
 
 # --- skipping, the lock, status ---------------------------------------------------------------------------------------
@@ -99,7 +101,7 @@ def test_done_trials_are_skipped_before_ray_starts(tmp_path, monkeypatch):
 
 def test_a_run_made_with_another_version_of_its_recipe_is_refused_not_skipped(tmp_path, monkeypatch, capsys):
     from study.trial import recipe_sha
-    from submission.artifacts import atomic_write_json
+    from submission.files import atomic_write_json
     paths = state.study_paths("s", str(tmp_path / "studies"), str(tmp_path / "scratch"))
     current, legacy, changed = plan.plan_trials(["vae"], [0, 1, 2], [], 20)
     atomic_write_json(_record(current, {}, recipe_sha=recipe_sha("vae")), paths.run_file(current))
@@ -143,21 +145,23 @@ def test_only_missing_trials_reach_ray(tmp_path, monkeypatch):
 
 def test_a_second_run_of_the_same_study_is_refused_and_a_dead_ones_lock_is_free(tmp_path, capsys):
     paths = state.study_paths("s", str(tmp_path / "studies"), str(tmp_path / "scratch"))
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from study.state import RunLock, study_paths; "
-                               f"lock = RunLock(study_paths('s', {str(tmp_path / 'studies')!r}, "
-                               f"{str(tmp_path / 'scratch')!r})).acquire(); print('held', flush=True); time.sleep(60)"],
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from study.state import run_lock, study_paths; "
+                               f"lock = run_lock(study_paths('s', {str(tmp_path / 'studies')!r}, "
+                               f"{str(tmp_path / 'scratch')!r})); lock.__enter__(); print('held', flush=True); "
+                               "time.sleep(60)"],
                               cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held" and state.run_alive(paths)
         assert main(["run", "--name", "s", "--recipes", "vae", "--seeds", "0", "--steps", "5", *_dirs(tmp_path)]) == 2
         err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and "already running" in err and str(holder.pid) in err
+        assert len(err.splitlines()) == 1 and "in use by another run of study 's'" in err and str(holder.pid) in err
     finally:
         holder.kill()                                    # a crash: no cleanup, yet the kernel drops the flock
         holder.wait()
     assert not state.run_alive(paths)
-    with state.RunLock(paths):
+    with state.run_lock(paths):
         assert state.run_alive(paths)
+    assert not os.path.exists(paths.lock_file)           # a run leaves no lock file behind
 
 
 def test_status_says_done_running_failed_pending(tmp_path, capsys):
@@ -168,7 +172,7 @@ def test_status_says_done_running_failed_pending(tmp_path, capsys):
     state.mark_running(paths, running.trial_id, True)
     state.mark_running(paths, pending.trial_id, True)   # a marker is only believed while the run is alive...
     state.record_failure(paths, failed.trial_id, "Traceback...\nfine-tune failed with exit code 1: KeyError: 'nope'")
-    with state.RunLock(paths):
+    with state.run_lock(paths):
         state.mark_running(paths, pending.trial_id, False)
         assert main(["status", "--name", "s", *_dirs(tmp_path)]) == 0
     lines = capsys.readouterr().out.splitlines()
@@ -190,7 +194,7 @@ def test_a_study_made_on_stand_in_version_1_refuses_version_2_runs_and_its_table
     """Runs from before stand-in versions were recorded were made on version 1 (a planar arm): a study holding them
     gets no run on version 2, in one line and before anything is written; its table names the version it was made on."""
     from study.trial import standins_of
-    from submission.artifacts import atomic_write_json
+    from submission.files import atomic_write_json
     paths = state.study_paths("s", str(tmp_path / "studies"), str(tmp_path / "scratch"))
     old, new = plan.plan_trials(["vae"], [0, 1], [], 20)
     assert standins_of(new) == {"mpi3d_sim_realistic": 2, "mpi3d_sim_toy": 2}
@@ -239,7 +243,7 @@ def test_per_factor_table_has_a_row_per_run_in_the_datasets_factor_order(tmp_pat
     paths = state.study_paths("s", str(tmp_path / "studies"), str(tmp_path / "scratch"))
     specs = plan.plan_trials(["vae", "pvae"], [0, 1], ["training.batch_size=[64]"], 20)
     state.add_to_manifest(paths, specs)
-    from submission.artifacts import atomic_write_json
+    from submission.files import atomic_write_json
     names = ["shape", "angle", "colour"]                            # deliberately not alphabetical
     for spec in specs:
         nmi = {"shape": 0.05 + spec.seed, "angle": 0.2, "colour": 0.19}  # the threshold is inclusive: 0.2 captures
@@ -263,7 +267,7 @@ def test_a_run_of_an_earlier_recipe_version_is_its_own_row_never_the_recipe_as_i
     paths = state.study_paths("s", str(tmp_path / "studies"), str(tmp_path / "scratch"))
     specs = plan.plan_trials(["vae"], [0, 1], [], 20)
     state.add_to_manifest(paths, specs)
-    from submission.artifacts import atomic_write_json
+    from submission.files import atomic_write_json
     for spec, sha in zip(specs, ["0123456789ab", recipe_sha("vae")]):
         atomic_write_json(_record(spec, {k: 0.5 for k in table.LEADERBOARD_KEYS}, recipe_sha=sha), paths.run_file(spec))
     text = table.write_table(paths)

@@ -15,7 +15,7 @@ from submission.schedules import clock_of
 from submission.models import PrunedVAE, build_model, make_model
 from submission.objectives import build_objective
 from submission.objectives.base import Objective
-from submission.artifacts import load_checkpoint
+from submission.checkpoints import load_checkpoint
 from submission.hardware import seed_everything
 from submission.trainer import Trainer, TrainingError
 

@@ -98,7 +98,7 @@ def read_grid_attributes(handle, path):
 
 
 class OwnH5Dataset(StoredGridDataset):
-    """A user's HDF5 file: ``images`` uint8 (N, H, W, C), C 1 or 3, in grid order; root attributes name and size the grid."""
+    """A user's HDF5 file: ``images`` uint8 (N, 64, 64, 3) in grid order; root attributes name and size the grid."""
 
     def __init__(self, path, storage="disk", cache_dir=None):
         path = Path(path)
@@ -115,6 +115,11 @@ class OwnH5Dataset(StoredGridDataset):
             if images.shape[0] != count:
                 raise DatasetError(f"{path}[images]: {images.shape[0]:,} images; expected {count:,}, the product of "
                                    f"factor_sizes {list(sizes)}")
+            if images.dtype == np.uint8 and self._observation_shape != (64, 64, 3):
+                height, width, channels = self._observation_shape
+                raise DatasetError(f"{path}[images]: {height}x{width} images with {channels} channel(s); expected "
+                                   f"(N, 64, 64, 3) uint8, what the kit's networks and the challenge's evaluator take "
+                                   f"(resize the images to 64x64, and repeat a grey channel three times)")
             store = h5_images_store(handle, path, "images", self._observation_shape, (count,), cache_dir)
         self._attach(path, store, sizes, storage)
 

@@ -327,7 +327,7 @@ class _BaseImageCache:
         return images
 
     def _save(self):
-        from submission.artifacts import atomic_write
+        from submission.files import atomic_write
         try:
             atomic_write(str(self.path), lambda f: np.save(f, self.images))
         except OSError as exc:

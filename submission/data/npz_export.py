@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from submission.artifacts import atomic_write
+from submission.files import atomic_write
 from submission.data.dsprites_render import ORIENTATIONS, POSITIONS, SCALES
 
 

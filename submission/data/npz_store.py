@@ -59,8 +59,8 @@ def _progress(total_bytes, description):
 
 def _writable_cache(target):
     """``target``'s directory exists and is writable (else one line), and the temporaries of killed conversions of
-    ``target`` are gone (a live process's are kept: ``artifacts.remove_dead_temporaries``)."""
-    from submission.artifacts import remove_dead_temporaries
+    ``target`` are gone (a live process's are kept: ``files.remove_dead_temporaries``)."""
+    from submission.files import remove_dead_temporaries
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         if not os.access(target.parent, os.W_OK):
@@ -74,7 +74,7 @@ def _writable_cache(target):
 def _write_checked(target, write, expected_bytes, source, what):
     """``write(file)`` into ``target`` through the kit's one atomic write; the temporary must hold ``expected_bytes``
     or nothing replaces ``target``. Read errors become one DatasetError line naming ``source``."""
-    from submission.artifacts import atomic_write
+    from submission.files import atomic_write
 
     def check(temporary):
         written = os.path.getsize(temporary)

@@ -5,7 +5,7 @@ import os
 
 import numpy as np
 
-from submission.artifacts import LEADERBOARD_KEYS
+from submission.files import LEADERBOARD_KEYS
 
 from .sources import VisualizeError
 

@@ -1,4 +1,4 @@
-"""The report's file formats (PNG, GIF, matplotlib figures), written atomically through ``submission.artifacts``: a reader,
+"""The report's file formats (PNG, GIF, matplotlib figures), written atomically through ``submission.files``: a reader,
 or a browser opening the report mid-run, never sees half an image."""
 import io
 
@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 
 
-from submission.artifacts import atomic_write_bytes as write_bytes, atomic_write_text as write_text  # noqa: F401
+from submission.files import atomic_write_bytes as write_bytes, atomic_write_text as write_text  # noqa: F401
 
 
 def png_bytes(image: np.ndarray) -> bytes:

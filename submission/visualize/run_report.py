@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import torch
 
-from submission.artifacts import JobLayout, run_files
+from submission.files import JobLayout, run_files
 from submission.progress import progress
 
 from . import curves, factor_response, html_report, metric_charts, output_files, samples, traversals
@@ -42,7 +42,7 @@ def find_run_files(run_dir: str) -> RunFiles:
     if not os.path.isdir(run_dir):
         raise VisualizeError(f"run directory {run_dir} does not exist: expected a training output directory")
     run_dir = os.path.abspath(run_dir)
-    # The export and the scores of a fine-tuning run sit beside train/, not in it (submission.artifacts.JobLayout).
+    # The export and the scores of a fine-tuning run sit beside train/, not in it (submission.files.JobLayout).
     job = JobLayout(os.path.dirname(run_dir) if os.path.basename(run_dir) == "train" else run_dir)
     files = run_files(run_dir)
     return RunFiles(run_dir=run_dir, job_dir=job.root, log=files["log"], config=files["config"],

@@ -85,9 +85,9 @@ class ModelView:
 
 def load_model_file(path: str) -> ModelView:
     """A trainer checkpoint (decoder included) or a TorchScript representation (encoder only), through the kit's one
-    loader (``submission.artifacts.load_model_file``: checkpoints are read with ``weights_only=True``)."""
-    from submission.artifacts import ArtifactError
-    from submission.artifacts import load_model_file as load
+    loader (``submission.checkpoints.load_model_file``: checkpoints are read with ``weights_only=True``)."""
+    from submission.files import ArtifactError
+    from submission.checkpoints import load_model_file as load
     try:
         module, kind, checkpoint = load(path)
     except ArtifactError as exc:
