@@ -12,10 +12,17 @@ every ``--checkpoint_every`` seconds, so writes take a good share of the time). 
 A final run then finishes the job. Prints the kills survived, the steps lost per kill (median, max) against the
 checkpoint interval in steps, how many kills hit a write in progress, and the files lost (must be 0).
 
+Then two races a user can provoke:
+
+  * the stale lock: ``--lock_trials`` times, a lock file left by a killed process and ``--racers`` processes released
+    together by a barrier to take it; prints how many trials had two holders at once (must be 0);
+  * the damaged checkpoint in the rotation: ``--rotations`` times, truncate ``checkpoint.pt`` and rerun twice; prints in
+    how many rounds ``checkpoint.prev.pt`` was still a good checkpoint after each rerun (must be all).
+
     OMP_NUM_THREADS=1 .venv/bin/python bench/faults.py [--kills 20] [--checkpoint_every 0.5] [--seed 0]
+                                                       [--lock_trials 200] [--racers 4] [--rotations 3]
 """
 import argparse
-import json
 import os
 import random
 import shutil
@@ -32,6 +39,7 @@ sys.path.insert(0, ROOT)
 from submission import checkpoints, files  # noqa: E402
 from submission.export import verify_export_of_run  # noqa: E402
 from submission.hardware import cpu_summary  # noqa: E402
+from submission.training_log import LOG_NAME, window_records  # noqa: E402
 
 RECIPE = ["--gin_file", "submission/configs/beta_vae.gin", "--gin_binding", "model.architecture = 'mlp'",
           "--gin_binding", "model.latent_dim = 4", "--gin_binding", "training.batch_size = 16",
@@ -39,18 +47,8 @@ RECIPE = ["--gin_file", "submission/configs/beta_vae.gin", "--gin_binding", "mod
 
 
 def last_logged_step(run_dir: str) -> int:
-    step = 0
-    path = os.path.join(run_dir, "log.jsonl")
-    if os.path.exists(path):
-        with open(path) as f:
-            for line in f:
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError:      # the line the kill cut short
-                    continue
-                if "step" in record and "event" not in record:
-                    step = max(step, int(record["step"]))
-    return step
+    windows, _ = window_records(os.path.join(run_dir, LOG_NAME))      # the line a kill cut short is skipped
+    return max((int(record["step"]) for record in windows), default=0)
 
 
 def writes_in_progress(*directories) -> int:
@@ -58,8 +56,91 @@ def writes_in_progress(*directories) -> int:
                if name.startswith(".") and ".tmp-" in name)
 
 
+def _race(directory, barrier, inside, most, acquired):
+    lock = files.RunLock(directory, "run")
+    barrier.wait()
+    try:
+        lock.acquire()
+    except files.ArtifactError:
+        return
+    with inside.get_lock():
+        inside.value += 1
+        most.value = max(most.value, inside.value)
+    acquired.value += 1
+    time.sleep(0.005)
+    with inside.get_lock():
+        inside.value -= 1
+    lock.release()
+
+
+def stale_lock_race(trials: int, racers: int = 2) -> tuple:
+    """(trials with two holders at once, trials where nobody got the lock): ``racers`` processes, released together,
+    take a lock whose file a killed process left behind."""
+    import multiprocessing
+    context = multiprocessing.get_context("fork")
+    doubles = nobody = 0
+    work = tempfile.mkdtemp(prefix="kit-lock-race-")
+    try:
+        for trial in range(trials):
+            directory = os.path.join(work, str(trial))
+            os.makedirs(directory)
+            with open(os.path.join(directory, files.LOCK_NAME), "w") as f:
+                f.write("999999999\n")                                 # the PID of a process long gone
+            barrier = context.Barrier(racers)
+            inside, most, acquired = (context.Value("i", 0) for _ in range(3))
+            processes = [context.Process(target=_race, args=(directory, barrier, inside, most, acquired))
+                         for _ in range(racers)]
+            for process in processes:
+                process.start()
+            for process in processes:
+                process.join(60)
+            doubles += most.value > 1
+            nobody += acquired.value == 0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return doubles, nobody
+
+
+def damaged_rotation(rounds: int) -> int:
+    """Rounds (of ``rounds``) in which, after ``checkpoint.pt`` was truncated and the run rerun twice, the fallback
+    ``checkpoint.prev.pt`` was a good checkpoint after each rerun."""
+    work = tempfile.mkdtemp(prefix="kit-rotation-")
+    run = os.path.join(work, "train")
+    env = dict(os.environ, PYTHONPATH=ROOT, KIT_PROGRESS="off")
+
+    def train(steps):
+        subprocess.run([sys.executable, "-m", "submission.train", *RECIPE, "--output", run, "--budget", "600s",
+                        "--max_steps", str(steps)], cwd=ROOT, env=env, check=True, capture_output=True)
+
+    good = 0
+    try:
+        train(4)
+        for round_ in range(rounds):
+            step = int(checkpoints.load_checkpoint(os.path.join(run, files.CHECKPOINT_NAME))["step"])
+            train(step + 4)                                            # two good checkpoints
+            latest = os.path.join(run, files.CHECKPOINT_NAME)
+            with open(latest, "r+b") as f:
+                f.truncate(os.path.getsize(latest) // 2)
+            kept = True
+            for rerun in (1, 2):
+                train(step + 4 + 4 * rerun)
+                try:
+                    checkpoints.load_checkpoint(os.path.join(run, files.PREVIOUS_CHECKPOINT_NAME))
+                except files.ArtifactError:
+                    kept = False
+            good += kept
+            print(f"rotation round {round_ + 1}: the fallback stayed good after both reruns: {'yes' if kept else 'NO'}",
+                  flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return good
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--lock_trials", type=int, default=200)
+    parser.add_argument("--racers", type=int, default=4)
+    parser.add_argument("--rotations", type=int, default=3)
     parser.add_argument("--kills", type=int, default=20)
     parser.add_argument("--checkpoint_every", type=float, default=0.5, help="seconds between checkpoints + exports")
     parser.add_argument("--max_steps", type=int, default=100000)
@@ -115,7 +196,13 @@ def main() -> int:
         interval = f"median {statistics.median(intervals):g}, max {max(intervals)}" if intervals else "n/a"
         print(f"steps lost per kill: median {statistics.median(lost):g}, max {max(lost)}; steps between the last two "
               f"checkpoints ({args.checkpoint_every} s apart): {interval}")
-    return 0 if files_lost == 0 and finished else 1
+    t0 = time.monotonic()
+    doubles, nobody = stale_lock_race(args.lock_trials, args.racers)
+    print(f"stale-lock race: {args.lock_trials} trials of {args.racers} processes released together: two holders at "
+          f"once in {doubles}, nobody got it in {nobody} ({time.monotonic() - t0:.0f} s)")
+    kept = damaged_rotation(args.rotations)
+    print(f"damaged checkpoint in the rotation: the fallback stayed good in {kept} of {args.rotations} rounds")
+    return 0 if files_lost == 0 and finished and doubles == 0 and nobody == 0 and kept == args.rotations else 1
 
 
 if __name__ == "__main__":

@@ -91,7 +91,8 @@ def main(argv=None):
         return _evaluate(argv)
     except EvaluationError as exc:
         # gin appends "In call to configurable ..." on a line of its own to errors raised inside a metric: keep ours.
-        print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        from submission.files import first_line
+        print(f"error: {first_line(exc, typed=False)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("evaluate: interrupted (Ctrl-C): no scores.json and no metric results written by this run; the model "

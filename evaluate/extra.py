@@ -13,8 +13,9 @@ give
 * ``reconstruction_nll``, ``reconstruction_mse``: the deterministic x -> mu(x) -> decoder path;
 * ``sampled_tc``: the total correlation of the aggregate posterior, sampled from the posteriors (mu, logvar).
 
-The numbers are those of :func:`submission.metrics.compute_extra_metrics` on the same dataset, seed and sizes (the draws
-are taken in the same order); here each metric is computed on its own, so that one that fails loses only its own keys.
+The numbers are those of computing them all at once on the same dataset, seed and sizes (the draws are taken in the same
+order; tests/test_evaluate_extra.py checks it); here each metric is computed on its own, so that one that fails loses
+only its own keys.
 A metric that cannot be computed (no decoder) is listed under ``skipped`` with the reason; a failure under ``errors``.
 
 Fast mode hands this function :class:`evaluate.replay.KeyedObservations` and the cached representation, like dlib's
@@ -23,6 +24,7 @@ metrics; ``images`` then turns the sampled keys into the images the model needs.
 import numpy as np
 import gin
 
+from submission.files import first_line as _first_line
 from submission.metrics import (active_dimensions, batched, evaluation_mode, gaussian_total_correlation,
                                 mutual_information_concentration, reconstruction_of, sampled_tc_of)
 
@@ -42,11 +44,6 @@ SUMMARY = {"mic": "MIC", "active_dims": "active dims", "gaussian_tc": "Gaussian 
 # Why a metric is skipped for a TorchScript export (it maps images to the posterior means, nothing more).
 NO_DECODER = "needs the decoder, which a TorchScript export lacks: pass the kit checkpoint (train/checkpoint.pt)"
 NO_POSTERIOR = "needs the posterior's variances, which a TorchScript export lacks: pass the kit checkpoint"
-
-
-def _first_line(exc):
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 @gin.configurable("extra_metrics", denylist=["ground_truth_data", "representation_function", "random_state", "model",
@@ -84,7 +81,7 @@ def extra_metrics(ground_truth_data, representation_function, random_state, mode
     if model is None:
         skipped.update({"reconstruction": NO_DECODER, "sampled_tc": NO_POSTERIOR})
     else:
-        # The draw compute_extra_metrics makes at this point, whatever is computed next.
+        # The draw that computing them all at once makes at this point, whatever is computed next.
         rng = np.random.default_rng(random_state.randint(2 ** 31))
         subset = observations[:model_samples]
         x = images(subset) if images is not None else subset

@@ -10,6 +10,8 @@ import os
 import numpy as np
 import torch
 
+from submission.files import first_line as _first_line
+
 from evaluate.errors import EvaluationError
 
 # Batch sizes at which the challenge called the representation (MIG, DCI, SAP, IRS: 16; FactorVAE, BetaVAE: 64).
@@ -17,11 +19,6 @@ CHALLENGE_BATCH_SIZES = (16, 64)
 # Outputs for the same images at two batch sizes may differ by float noise, but no more than this (relative to the
 # output's scale); beyond it the module depends on the batch (batch statistics, dropout, ...), which the grader cannot score.
 BATCH_TOLERANCE = 1e-4
-
-
-def _first_line(exc):
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 def kit_model(module):

@@ -21,7 +21,7 @@ import torch
 from evaluate import extra
 from evaluate import metrics as metric_registry
 from evaluate.errors import EvaluationError
-from submission.files import atomic_write_json, write_scores
+from submission.files import JobLayout, atomic_write_json, first_line as _first_line, write_scores
 from submission.data.registry import recorded_standins
 from evaluate.metrics import (DEFAULT_METRICS, EXTRA, LEADERBOARD, SCORE_KEYS, SELECTABLE, evaluation_settings,
                               metric_config)
@@ -50,11 +50,6 @@ def open_dataset(dataset, data_dir=None):
 
 def _number(value):
     return str(value) if isinstance(value, (int, np.integer)) else f"{float(value):.4f}"
-
-
-def _first_line(exc):
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 class _CountingRepresentation:
@@ -359,8 +354,9 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
         log(info["device_note"])
     if EXTRA in metrics:
         info["extra"] = _extra_info(state)
-    write_scores(scores, os.path.join(output_dir, "scores.json"))
-    atomic_write_json(info, os.path.join(output_dir, "evaluation_run.json"))
+    layout = JobLayout(output_dir)
+    write_scores(scores, layout.scores)
+    atomic_write_json(info, layout.evaluation_run)
     return {"scores": scores, "results": state.results, "errors": state.errors, "info": info}
 
 

@@ -89,8 +89,9 @@ def start_ray(paths: StudyPaths, address: str = None) -> None:
         with _stderr_to(os.path.join(paths.ray_dir, "init.log")):
             ray.init(address=address, **common)
     except Exception as exc:  # noqa: BLE001  Ray's own errors are several types and many lines
-        line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ClusterError(f"--address {address}: could not attach to a Ray cluster: {line[:200]}") from None
+        from submission.files import first_line
+        raise ClusterError(f"--address {address}: could not attach to a Ray cluster: "
+                           f"{first_line(exc, typed=False)[:200]}") from None
 
 
 @contextlib.contextmanager

@@ -13,12 +13,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import subprocess
 import sys
 import time
 
+from submission.files import CHECKPOINT_NAME, LEADERBOARD_KEYS, JobLayout
+from submission.stages import evaluate_args
+
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-LEADERBOARD_KEYS = ("factor_vae_metric", "dci", "sap_score", "mig", "irs")
 RUN_FORMAT = 1
 # Pretraining takes this share of the job's progress: its schedules run over [0, share), fine-tuning over [share, 1].
 PRETRAIN_PROGRESS = 0.2
@@ -92,83 +93,44 @@ def run_path(study_dir: str, spec: TrialSpec) -> str:
     return os.path.join(study_dir, "runs", f"{spec.trial_id}.json")
 
 
-def _stage(name: str, args: list, threads: int, log_path: str) -> float:
-    """Run ``python -m <args>`` with ``threads`` threads, its output appended to ``log_path``; seconds taken."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED="1",
-               KIT_PROGRESS="plain", TF_CPP_MIN_LOG_LEVEL="2",
-               PYTHONPATH=REPO_ROOT + (os.pathsep + os.environ["PYTHONPATH"] if os.environ.get("PYTHONPATH") else ""))
-    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+def _stage(name: str, args: list, threads: int, log_path: str, ok_codes=(0,)) -> float:
+    """Run one stage (``submission.stages.run_stage``) with ``threads`` CPU threads, its output appended to
+    ``log_path``, dying with this process; seconds taken. TrialFailed (one line) when it fails or is interrupted."""
+    from submission.stages import StageFailed, StageInterrupted, run_stage
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), KIT_PROGRESS="plain",
+               TF_CPP_MIN_LOG_LEVEL="2")
     t0 = time.monotonic()
-    with open(log_path, "a") as log:
-        log.write(f"\n=== {name}: {' '.join(args)}\n")
-        log.flush()
-        code = subprocess.call([sys.executable, "-m", *args], cwd=REPO_ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, preexec_fn=_term_with_parent())
-    if code not in (0, 1) or (code == 1 and name != "evaluate"):
-        raise TrialFailed(f"{name} failed with exit code {code}: {_last_error(log_path)}")
+    try:
+        run_stage(name, args, ok_codes, env=env, log_path=log_path, die_with_parent=True)
+    except (StageFailed, StageInterrupted) as exc:
+        raise TrialFailed(str(exc)) from None
     return time.monotonic() - t0
 
 
-def _term_with_parent():
-    """A preexec_fn that makes the stage's child get SIGTERM when the trial's process dies (a killed Ray worker or
-    study), so the trainer checkpoints and stops instead of training on, orphaned, beside the rerun that resumes it.
-    libc is looked up here, before the fork: the child only makes the call. None off Linux."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-    import signal
-    prctl, PR_SET_PDEATHSIG, sigterm = ctypes.CDLL(None, use_errno=True).prctl, 1, int(signal.SIGTERM)
-    return lambda: prctl(PR_SET_PDEATHSIG, sigterm)
-
-
-def _last_error(log_path: str) -> str:
-    with open(log_path, errors="replace") as f:
-        lines = [line.strip() for line in f if line.strip()]
-    for line in reversed(lines):
-        if "error" in line.lower():
-            return line[:300]
-    return lines[-1][:300] if lines else "no output"
-
-
-def _gin_args(spec: TrialSpec, span: tuple) -> list:
-    args = ["--gin_file", spec.recipe_file]
-    for binding in (*spec.bindings, f"training.progress_span = ({span[0]}, {span[1]})"):
-        args += ["--gin_binding", binding]
-    return args
+def _plan(spec: TrialSpec, seed: int):
+    from submission.stages import TrainingPlan
+    return TrainingPlan((spec.recipe_file,), tuple(spec.bindings), seed, PRETRAIN_PROGRESS)
 
 
 def _finished(run_dir: str) -> dict:
     """The trainer's "finished" record of ``run_dir`` (None when it has not finished)."""
-    path = os.path.join(run_dir, "log.jsonl")
-    if not os.path.exists(path):
-        return None
-    last = None
-    with open(path) as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if record.get("event") == "finished":
-                last = record
-    return last
+    from submission.training_log import LOG_NAME, last_event
+    return last_event(os.path.join(run_dir, LOG_NAME), "finished")
 
 
 def pretrain(spec: TrialSpec, scratch_dir: str, threads: int) -> tuple:
     """(checkpoint path, seconds spent here): run the shared pretraining unless a trial already did it (file lock)."""
     run_dir = os.path.join(scratch_dir, "pretrain", spec.pretrain_key)
     os.makedirs(run_dir, exist_ok=True)
-    checkpoint = os.path.join(run_dir, "checkpoint.pt")
+    checkpoint = os.path.join(run_dir, CHECKPOINT_NAME)
     from submission.files import RunLock
     # A second trial with the same pretraining waits for the first (a lock of its own, beside the trainer's).
     with RunLock(run_dir, "shared pretraining", wait=True, name=".pretrain.lock"):
         seconds = 0.0
         record = _finished(run_dir)
         if record is None or record.get("step", 0) < spec.pretrain_steps:
-            seconds = _stage("pretrain", ["pretrain", *_gin_args(spec, (0.0, PRETRAIN_PROGRESS)),
-                                          "--dataset", spec.pretrain_dataset, "--output", run_dir,
-                                          "--budget", "10000h", "--max_steps", str(spec.pretrain_steps),
-                                          "--seed", "0", "--no_report"], threads, os.path.join(run_dir, "stage.log"))
+            args = _plan(spec, seed=0).pretrain(run_dir, max_steps=spec.pretrain_steps, dataset=spec.pretrain_dataset)
+            seconds = _stage("pretrain", args, threads, os.path.join(run_dir, "stage.log"))
     return checkpoint, seconds
 
 
@@ -195,26 +157,23 @@ def run_trial(spec: TrialSpec, study_dir: str, scratch_dir: str, threads: int = 
     t0 = time.monotonic()
     trial_dir = os.path.join(scratch_dir, "trials", spec.scratch_id)
     log_path = os.path.join(trial_dir, "stage.log")
-    export_path = os.path.join(trial_dir, "representation", "pytorch_model.pt")
+    export_path = JobLayout(trial_dir).export
     init, pretrain_s = (None, 0.0) if spec.pretrain_steps <= 0 else pretrain(spec, scratch_dir, threads)
     train_dir = os.path.join(trial_dir, "train")
     finished = _finished(train_dir)
     if finished is None or (finished["stopped"] == "signal SIGTERM"):
-        budget = f"{spec.budget_s:.0f}s" if spec.budget_s else "10000h"
-        span = (PRETRAIN_PROGRESS if init else 0.0, 1.0)
-        _stage("fine-tune", ["submission.train", *_gin_args(spec, span), "--dataset", spec.dataset,
-                             "--output", train_dir, "--budget", budget, "--max_steps", str(spec.steps),
-                             "--seed", str(spec.seed), "--export", export_path, "--no_report",
-                             *(["--init_from", init] if init else [])], threads, log_path)
+        args = _plan(spec, spec.seed).fine_tune(spec.dataset, train_dir, export_path, spec.budget_s, spec.steps,
+                                                init_from=init, report=False)
+        _stage("fine-tune", args, threads, log_path)
         finished = _finished(train_dir)
     eval_dir = os.path.join(trial_dir, "eval")
-    if not os.path.exists(os.path.join(eval_dir, "scores.json")):
-        _stage("evaluate", ["evaluate", "--model", export_path, "--dataset", spec.dataset, "--output", eval_dir,
-                            "--jobs", str(threads), *(["--quick"] if spec.quick_eval else [])], threads, log_path)
-    with open(os.path.join(eval_dir, "scores.json")) as f:
+    if not os.path.exists(JobLayout(eval_dir).scores):
+        _stage("evaluate", evaluate_args(export_path, spec.dataset, eval_dir, quick=spec.quick_eval, jobs=threads),
+               threads, log_path, ok_codes=(0, 1))         # 1: some metric failed; the others are kept
+    with open(JobLayout(eval_dir).scores) as f:
         scores = json.load(f)
     extra = {}
-    run_info = os.path.join(eval_dir, "evaluation_run.json")
+    run_info = JobLayout(eval_dir).evaluation_run
     if os.path.exists(run_info):
         with open(run_info) as f:
             extra = (json.load(f).get("extra") or {}).get("values") or {}

@@ -95,8 +95,8 @@ class CompiledModel:
             self.log(f"torch.compile: {reason}; training eagerly")
 
     def failed_with(self, exc: BaseException) -> None:
-        text = str(exc).strip()
-        self.drop(f"{type(exc).__name__}: {text.splitlines()[0] if text else 'no message'}")
+        from submission.files import first_line
+        self.drop(first_line(exc))
 
     def before_step(self, seconds_left: float) -> None:
         """Before the first compiled step: drop compiling when the time left cannot absorb a cold compile."""

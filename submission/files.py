@@ -40,10 +40,13 @@ class ArtifactError(ValueError):
     """A file that is missing, unreadable, untrusted or of the wrong kind: one line for a person, naming it."""
 
 
-def first_line(exc) -> str:
-    """``"TypeName: the first line of its message"``: how one error is shown in one line, everywhere."""
+def first_line(exc, typed: bool = True) -> str:
+    """How one error is shown in one line, everywhere: ``"TypeName: the first line of its message"`` (``typed``), or
+    the first line alone; the type's name when the message is empty. gin, h5py and Ray add lines of their own."""
     text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+    if not text:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {text[0]}" if typed else text[0]
 
 
 # ------------------------------------------------------------------------------------------------------ atomic writes
@@ -175,11 +178,11 @@ class JobLayout:
     def _at(self, *parts) -> str:
         return os.path.join(self.root, *parts)
 
-    export = property(lambda self: self._at("representation", "pytorch_model.pt"))
+    export = property(lambda self: self._at("representation", EXPORT_NAME))
     train_dir = property(lambda self: self._at("train"))
     pretrain_dir = property(lambda self: self._at("pretrain"))
-    scores = property(lambda self: self._at("scores.json"))
-    evaluation_run = property(lambda self: self._at("evaluation_run.json"))
+    scores = property(lambda self: self._at(SCORES_NAME))
+    evaluation_run = property(lambda self: self._at(EVALUATION_RUN_NAME))
     progress_log = property(lambda self: self._at("progress.jsonl"))
     report_dir = property(lambda self: self._at("report"))
     metrics_dir = property(lambda self: self._at("metrics"))

@@ -79,9 +79,10 @@ class LearningRates:
         for group, multiplier in zip(self.optimizer.param_groups, self.group_factors):
             group["lr"] = factor * value_at(multiplier, clock)
 
-    def after_step(self, loss_value: float) -> None:
+    def after_step(self, loss) -> None:
+        """``loss``: the step's loss (a tensor); read on the host only when a torch schedule needs it."""
         if self.torch_schedule is not None:
-            self.torch_schedule.step(loss_value)
+            self.torch_schedule.step(float(loss.detach()))
 
     def scale(self, new_scale: float) -> None:
         """Set the rollback scale: every rate moves by new_scale / the current scale."""

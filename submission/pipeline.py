@@ -7,15 +7,15 @@ checked before anything is written: a bad variable is one line on stderr and exi
 """
 import dataclasses
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 
 import aicrowd_helpers
-from submission.files import ArtifactError, JobLayout, RunLock, atomic_copy, format_scores, read_scores
+from submission.files import (CHECKPOINT_NAME, ArtifactError, JobLayout, RunLock, atomic_copy, format_scores,
+                              read_scores)
 from submission.budget import format_seconds, parse_budget
+from submission.stages import StageFailed, StageInterrupted, TrainingPlan, evaluate_args, run_stage
 from submission.data.registry import OWN_DATA_PREFIX
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,6 +50,7 @@ class JobConfig:
     data_dir: str
     pretrained_dir: str
     short_run_settings: str = "auto"  # "auto": the short-run file when the budget is under SHORT_RUN_S; "off": never
+    channels: int = 3                 # the dataset's image channels: 1 builds the model with model.channels = 1
 
     @property
     def recipe(self) -> str:
@@ -102,21 +103,20 @@ def check_writable(path: str, what: str) -> None:
         raise ConfigError(f"{what}={path!r} is not writable: cannot create files in {existing!r} ({exc.strerror})") from None
 
 
-def _check_dataset(name: str, data_dir: str, data_dir_explicit: bool) -> None:
+def _check_dataset(name: str, data_dir: str, data_dir_explicit: bool) -> int:
     """The name is known and its files are usable; checked without converting or reading images (nothing is written:
-    an official npz is converted by the first stage that trains on it, with its progress shown)."""
+    an official npz is converted by the first stage that trains on it, with its progress shown). Returns the images'
+    channel count."""
     from submission.data import DATASET_NAMES, DatasetError, get_dataset, is_dataset_name
-    from submission.data.npz_store import checking_only
     from submission.data.registry import PROCEDURAL_DATASETS
     if not is_dataset_name(name):
         raise ConfigError(f"AICROWD_DATASET_NAME={name!r} is unknown; known datasets: {', '.join(DATASET_NAMES)}")
     if data_dir_explicit and not os.path.isdir(data_dir):
         raise ConfigError(f"DISENTANGLEMENT_LIB_DATA={data_dir!r} does not exist or is not a directory")
     if name in PROCEDURAL_DATASETS:
-        return                         # no file; building it would fill the render cache
+        return get_dataset(name).observation_shape[-1]   # no file (and nothing rendered until images are asked for)
     try:
-        with checking_only():
-            get_dataset(name, data_dir=data_dir)
+        return get_dataset(name, data_dir=data_dir, check_only=True).observation_shape[-1]
     except DatasetError as exc:
         raise ConfigError(str(exc)) from None
 
@@ -171,7 +171,7 @@ def read_config(env=None) -> JobConfig:
     dataset = env.get("AICROWD_DATASET_NAME") or ("mpi3d_toy" if grading else "mpi3d_sim_realistic")
     if dataset.startswith(OWN_DATA_PREFIX) and len(dataset) > len(OWN_DATA_PREFIX):
         dataset = OWN_DATA_PREFIX + _caller_path(env, dataset[len(OWN_DATA_PREFIX):])
-    _check_dataset(dataset, data_dir, data_dir_explicit)
+    channels = _check_dataset(dataset, data_dir, data_dir_explicit)
     evaluate_flag = env.get("EVALUATE", "0" if grading else "1").strip().lower()
     if evaluate_flag not in ("0", "1", "false", "true", "no", "yes"):
         raise ConfigError(f"EVALUATE={evaluate_flag!r} is malformed: expected 0 or 1")
@@ -187,50 +187,26 @@ def read_config(env=None) -> JobConfig:
     job = JobConfig(model=model, dataset=dataset, budget_s=budget_s, seed=seed, grading=grading,
                     evaluate=evaluate_flag in ("1", "true", "yes"), eval_settings=eval_settings,
                     output_dir=output_dir, data_dir=data_dir, pretrained_dir=pretrained_dir,
-                    short_run_settings=short_run_settings)
+                    short_run_settings=short_run_settings, channels=channels)
     if not job.short_run_file:                 # a short run neither pretrains nor starts from a pretrained checkpoint
         _check_pretrained(job.pretrained_checkpoint)
     return job
-
-
-class StageFailed(RuntimeError):
-    pass
 
 
 class Interrupted(RuntimeError):
     """A SIGTERM/SIGINT reached the job: the running stage saved its work; no later stage starts."""
 
 
+SAVED = {"pretrain": "it saved its checkpoint", "fine-tune": "it saved its checkpoint and export",
+         "train": "it saved its checkpoint and export", "evaluate": "the export is intact; rerun to evaluate it"}
+
+
 def _run_stage(name: str, args: list, ok_codes=(0,)) -> int:
-    """Run ``python -m ...`` (its configuration is all in ``args``); forward SIGTERM/SIGINT to it so it can save and
-    export."""
-    print(f"\n=== {name}: {' '.join(args)}", flush=True)
-    proc = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO_ROOT, env=dict(os.environ, PYTHONUNBUFFERED="1"))
-
-    received = []
-
-    def forward(signum, _frame):
-        received.append(signal.Signals(signum).name)
-        try:
-            proc.send_signal(signum)
-        except ProcessLookupError:
-            pass
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        code = proc.wait()
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    if received:
-        saved = {"pretrain": "it saved its checkpoint", "fine-tune": "it saved its checkpoint and export",
-                 "train": "it saved its checkpoint and export",
-                 "evaluate": "the export is intact; rerun to evaluate it"}.get(name, "nothing is lost")
-        raise Interrupted(f"{received[0]} received during {name}; {saved}; the job stops here (rerun ./run.sh to "
-                          f"continue)")
-    if code not in ok_codes:
-        raise StageFailed(f"{name} failed with exit code {code}")
-    return code
+        return run_stage(name, args, ok_codes)
+    except StageInterrupted as exc:
+        raise Interrupted(f"{exc}; {SAVED.get(name, 'nothing is lost')}; the job stops here (rerun ./run.sh to "
+                          f"continue)") from None
 
 
 def plan_budget(job: JobConfig, need_pretrain: bool) -> tuple:
@@ -254,46 +230,42 @@ def run(job: JobConfig) -> dict:
         print(f"short run (budget under {SHORT_RUN_S // 60} minutes): {os.path.relpath(job.short_run_file, REPO_ROOT)} "
               f"on top of the recipe, no pretraining (SHORT_RUN_SETTINGS=off: the recipe as is)", flush=True)
     aicrowd_helpers.execution_start(job.output_dir)
-    gin = [arg for path in job.gin_files for arg in ("--gin_file", path)]
-    common = ["--data_dir", job.data_dir, "--job_dir", job.output_dir]
+    bindings = () if job.channels == 3 else (f"model.channels = {job.channels}",)
+    if bindings:
+        print(f"{job.dataset} has {job.channels}-channel images: the model is built with model.channels = "
+              f"{job.channels}", flush=True)
     # The recipes' schedules run over the whole job: pretraining is their first PRETRAIN_SHARE, fine-tuning the rest
     # (also when the pretrained checkpoint came from an earlier job: it went through that first part).
-    spans = {"pretrain": ["--gin_binding", f"training.progress_span = (0.0, {PRETRAIN_SHARE})"],
-             "fine-tune": ["--gin_binding", f"training.progress_span = ({0.0 if short else PRETRAIN_SHARE}, 1.0)"]}
+    plan = TrainingPlan(tuple(job.gin_files), bindings, job.seed, PRETRAIN_SHARE, job.data_dir, job.output_dir)
     train_end = 0.9 if job.evaluate else 1.0
     pretrain_end = train_end * pretrain_s / (pretrain_s + finetune_s)
     if need_pretrain:
         run_dir = os.path.join(job.output_dir, "pretrain")
-        _run_stage("pretrain", ["pretrain", *gin, *spans["pretrain"], *common, "--grader_span", f"0,{pretrain_end:.4f}",
-                                "--output", run_dir, "--budget", f"{pretrain_s:.0f}s", "--seed", str(job.seed),
-                                "--no_report"])
+        _run_stage("pretrain", plan.pretrain(run_dir, pretrain_s, grader_span=(0.0, pretrain_end)))
         try:
-            atomic_copy(os.path.join(run_dir, "checkpoint.pt"), job.pretrained_checkpoint)
+            atomic_copy(os.path.join(run_dir, CHECKPOINT_NAME), job.pretrained_checkpoint)
             print(f"pretrained checkpoint saved to {job.pretrained_checkpoint}", flush=True)
         except OSError as exc:  # a read-only checkout: fine-tune straight from the run directory
             print(f"could not keep the pretrained checkpoint in {job.pretrained_dir} ({exc.strerror}); "
                   "using it from the run directory", flush=True)
             job = dataclasses.replace(job, pretrained_dir=run_dir)
-            os.replace(os.path.join(run_dir, "checkpoint.pt"), job.pretrained_checkpoint)
+            os.replace(os.path.join(run_dir, CHECKPOINT_NAME), job.pretrained_checkpoint)
     elif not short:
         print(f"using pretrained checkpoint {job.pretrained_checkpoint}", flush=True)
     # Whatever pretraining really took, fine-tuning gets what is left of the training budget.
     finetune_s = max(pretrain_s + finetune_s - (time.monotonic() - start), 30.0)
-    init = [] if short else ["--init_from", job.pretrained_checkpoint]
-    _run_stage("train" if short else "fine-tune", ["submission.train", *gin, *spans["fine-tune"], *common, "--dataset", job.dataset,
-                             "--grader_span", f"{pretrain_end:.4f},{train_end:.4f}", "--output", job.layout.train_dir,
-                             "--budget", f"{finetune_s:.0f}s", "--seed", str(job.seed), *init,
-                             "--export", job.export_path])
+    _run_stage("train" if short else "fine-tune",
+               plan.fine_tune(job.dataset, job.layout.train_dir, job.export_path, finetune_s,
+                              init_from=None if short else job.pretrained_checkpoint,
+                              grader_span=(pretrain_end, train_end)))
     if not os.path.exists(job.export_path):
         raise StageFailed(f"fine-tuning exited without writing {job.export_path}")
     scores = {}
     if job.evaluate:
-        quick = ["--quick"] if job.eval_settings == "quick" else []
         # Exit code 1: some metric failed, the others' results are written and worth showing.
-        _run_stage("evaluate", ["evaluate", "--model", job.export_path, "--dataset", job.dataset,
-                                "--data_dir", job.data_dir, "--output", job.output_dir,
-                                "--job_dir", job.output_dir, "--grader_span", f"{train_end:.4f},1", *quick],
-                   ok_codes=(0, 1))
+        _run_stage("evaluate", evaluate_args(job.export_path, job.dataset, job.output_dir,
+                                             quick=job.eval_settings == "quick", data_dir=job.data_dir,
+                                             job_dir=job.output_dir, grader_span=(train_end, 1.0)), ok_codes=(0, 1))
         scores = read_scores(job.layout.scores)
         # The run report was written at the end of training; write it again with the scores in it.
         _run_stage("report", ["submission.visualize", "--run", job.output_dir, "--data_dir", job.data_dir],

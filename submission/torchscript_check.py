@@ -33,6 +33,9 @@ PURE_OPS = frozenset("""
     mean sum prod max min amax amin std var norm logsumexp argmax argmin cumsum zeros zeros_like ones ones_like full
     full_like empty_like arange linspace tensor scalar_tensor device clone detach
     __contains__ __getitem__ __is__ __isnot__ __not__ __range_length__ __derive_index__ len append
+    __and__ __or__ __xor__ __invert__ __lshift__ __rshift__ bitwise_and bitwise_or bitwise_xor bitwise_not fmod trunc
+    frac mv dot outer cos sin atan2 erf sort topk argsort unique_consecutive one_hot embedding long int float double
+    bool half bfloat16 type zero_ fill_ copy_ add_ mul_ sub_ div_ clamp_ index_put_ masked_fill_ item
 """.split())
 PRIM_OPS = frozenset("NumToTensor dtype device layout shape min max".split())
 BUILTINS = frozenset("getattr len int float bool annotate uninitialized unchecked_cast isinstance range min max abs "

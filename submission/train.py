@@ -16,6 +16,8 @@ import signal
 import sys
 import time
 
+from submission.files import first_line
+
 
 def build_parser(prog: str, pretrain: bool) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
@@ -51,7 +53,7 @@ def parse_gin(gin_files, bindings) -> None:
     try:
         gin.parse_config_files_and_bindings(gin_files, bindings)
     except Exception as exc:
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        detail = first_line(exc, typed=False)
         raise ValueError(f"gin config {' '.join(gin_files)} {' '.join(bindings)} is invalid: {detail}") from None
 
 
@@ -62,8 +64,8 @@ def load_dataset(name: str, fallback: str = None, data_dir: str = None):
         return name, get_dataset(name, data_dir=data_dir)
     except (DatasetError, ImportError, OSError) as exc:
         if fallback is None:
-            raise ValueError(str(exc).splitlines()[0] if str(exc) else f"dataset {name!r} is unavailable") from None
-        print(f"dataset {name} is unavailable ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            raise ValueError(first_line(exc, typed=False)) from None
+        print(f"dataset {name} is unavailable ({first_line(exc, typed=False)}); "
               f"pretraining on {fallback} instead", flush=True)
         return fallback, get_dataset(fallback)
 
@@ -88,6 +90,10 @@ def run(args, pretrain: bool = False, start_time: float = None) -> dict:
     dataset_name, dataset = load_dataset(args.dataset, "mpi3d_sim_toy" if pretrain else None, args.data_dir)
     rng = seed_everything(args.seed)
     model = make_model()
+    channels = dataset.observation_shape[-1]
+    if getattr(model, "channels", channels) != channels:
+        raise ValueError(f"dataset {dataset_name} has {channels}-channel images, but the recipe builds a "
+                         f"{model.channels}-channel model: add --gin_binding 'model.channels = {channels}'")
     if init is not None:
         check_architecture(init, model, init_from)
     objective = make_objective()
@@ -136,7 +142,7 @@ def main(argv=None, prog: str = "submission.train", pretrain: bool = False) -> i
         summary = run(args, pretrain=pretrain, start_time=process_start_time() if argv is None else None)
     except ValueError as exc:          # DatasetError, TrainingError, budget and gin problems are all ValueErrors
         # gin appends "In call to configurable ..." on a line of its own to errors raised in a configurable: keep ours.
-        print(f"{prog}: error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        print(f"{prog}: error: {first_line(exc, typed=False)}", file=sys.stderr)
         return 2
     except RuntimeError as exc:        # ExportError: the export did not reproduce the model; the old one is kept
         print(f"{prog}: error: {exc}", file=sys.stderr)

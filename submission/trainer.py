@@ -160,6 +160,7 @@ class Trainer:
             raise TrainingError(f"checkpoint {path} was trained with objective {checkpoint.get('objective')!r}, but the "
                                 f"recipe uses {self.objective.name!r}: expected the same method (or a fresh --output)")
         self.load_state_dict(checkpoint)
+        self.log.truncate_after(self.step_count)
         self.log.line(f"resuming from {path} at step {self.step_count}")
         return True
 
@@ -320,9 +321,8 @@ class Trainer:
             dt = time.monotonic() - t0
             self.train_seconds += dt
             self.budget.record_step_time(dt)
-            loss_value = float(loss.detach())
-            self.log.add(terms, loss_value, self.objective.kl_per_dim())
-            self.rates.after_step(loss_value)
+            self.log.add(terms, loss, self.objective.kl_per_dim())
+            self.rates.after_step(loss)
             if self.step_count % self.snapshot_every == 0:
                 self._snapshot = _clone(self.state_dict())
             now = time.monotonic()

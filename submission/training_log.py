@@ -12,11 +12,55 @@ import time
 
 # A latent dimension counts in a log record's ``kl_active_dims`` when its mean KL over the window exceeds this (nats).
 KL_ACTIVE_NATS = 0.1
+LOG_NAME = "log.jsonl"
+
+
+def read_log(path: str) -> tuple:
+    """The one reader of a ``log.jsonl``: (records, lines skipped). Records are the JSON objects in file order, windows
+    and events alike; a line a kill cut short, or anything that is not a JSON object, is skipped and counted."""
+    records, skipped = [], 0
+    if not os.path.exists(path):
+        return records, skipped
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                skipped += 1
+                continue
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                skipped += 1
+    return records, skipped
+
+
+def window_records(path: str) -> tuple:
+    """(the logging windows of ``path``: records with a numeric step and no event, lines skipped)."""
+    records, skipped = read_log(path)
+    windows = []
+    for record in records:
+        if "event" in record:                    # start/finish events: not a window
+            continue
+        step = record.get("step")
+        if isinstance(step, (int, float)) and not isinstance(step, bool):
+            windows.append(record)
+        else:
+            skipped += 1
+    return windows, skipped
+
+
+def last_event(path: str, event: str):
+    """The last record of ``path`` whose ``event`` is ``event`` (e.g. "finished"), or None."""
+    matches = [r for r in read_log(path)[0] if r.get("event") == event]
+    return matches[-1] if matches else None
 
 
 class TrainingLog:
     def __init__(self, output_dir: str, every_s: float):
-        self.path = os.path.join(output_dir, "log.jsonl")
+        self.path = os.path.join(output_dir, LOG_NAME)
         self.every_s = float(every_s)
         self.bar = None
         self._reset(time.monotonic())
@@ -44,11 +88,11 @@ class TrainingLog:
             print(text, file=sys.stderr, flush=True)
 
     # ---------------------------------------------------------------------------------------------- windows
-    def add(self, terms: dict, loss_value: float, kl_per_dim) -> None:
-        """One step's numbers into the window (the KL per dimension is summed on the device, read once per record)."""
+    def add(self, terms: dict, loss, kl_per_dim) -> None:
+        """One step's numbers into the window: summed on the device (in fp32), read once per record."""
         for name, value in terms.items():
-            self.sums[name] = self.sums.get(name, 0.0) + float(value.detach())
-        self.sums["loss"] = self.sums.get("loss", 0.0) + loss_value
+            self.sums[name] = self.sums.get(name, 0.0) + value.detach().float()
+        self.sums["loss"] = self.sums.get("loss", 0.0) + loss.detach().float()
         if kl_per_dim is not None:
             self.kl = kl_per_dim.clone() if self.kl is None or self.kl.shape != kl_per_dim.shape else \
                 self.kl.add_(kl_per_dim)
@@ -63,7 +107,7 @@ class TrainingLog:
         """The window's record (appended to log.jsonl and shown), then a fresh window."""
         record = {"step": step, "elapsed_s": round(elapsed_s, 2),
                   "it_per_s": round(self.steps / max(now - self.start, 1e-9), 3), **head,
-                  **{k: v / self.steps for k, v in self.sums.items()}}
+                  **{k: float(v) / self.steps for k, v in self.sums.items()}}
         if self.kl is not None:
             kl = (self.kl / self.steps).tolist()
             record["kl_per_dim"] = [round(v, 6) for v in kl]
@@ -86,3 +130,14 @@ class TrainingLog:
     def write(self, record: dict) -> None:
         with open(self.path, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+    def truncate_after(self, step: int) -> int:
+        """On resume from a checkpoint at ``step``: drop the records of steps after it (a killed run logged them, and
+        the resumed run logs them again), so each step appears once. Atomic; returns how many records were dropped."""
+        records, skipped = read_log(self.path)
+        keep = [r for r in records if not isinstance(r.get("step"), (int, float)) or r["step"] <= step]
+        if len(keep) == len(records) and not skipped:
+            return 0
+        from submission.files import atomic_write_text
+        atomic_write_text("".join(json.dumps(r) + "\n" for r in keep), self.path)
+        return len(records) - len(keep)

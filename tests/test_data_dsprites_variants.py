@@ -7,7 +7,7 @@ from PIL import Image
 from submission.data import DatasetError, get_dataset
 from submission.data.dsprites_variants import DSPRITES_VARIANTS, SCREAM_RELATIVE_PATH
 from submission.data.npz_datasets import DSPRITES_RELATIVE_PATH
-from submission.data.npz_export import write_npz
+from npz_files import write_npz
 
 VALUES = [[0, 1, 2], [5], [0, 10], [3, 30], [0, 31]]
 SIZES = tuple(len(v) for v in VALUES)

@@ -7,7 +7,7 @@ import scipy.io
 from submission.data import DatasetError, get_dataset
 from submission.data import mat_datasets
 from submission.data.factor_grid import factor_strides
-from submission.data.npz_export import grid_factors
+from npz_files import grid_factors
 
 CAR_NAMES = ["car_002_mesh.mat", "car_000_mesh.mat", "car_001_mesh.mat"]  # written out of order: objects follow sorting
 

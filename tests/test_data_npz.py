@@ -11,7 +11,7 @@ import pytest
 from submission.data import DatasetError, get_dataset
 from submission.data.npz_datasets import MPI3D_LAYOUTS, DspritesNpz, Mpi3dNpz
 from submission.data.npz_store import DiskImages
-from submission.data.npz_export import write_npz
+from npz_files import write_npz
 
 SUBGRID = [[1, 4], [0, 5], [1], [2], [0, 2], [3, 9, 20], [0, 39]]
 SUBGRID_SIZES = tuple(len(v) for v in SUBGRID)
@@ -285,19 +285,16 @@ def test_mpi3d_complex_layout_and_its_count_check(tmp_path):
         get_dataset("mpi3d_complex", data_dir=tmp_path)
 
 
-def test_checking_only_reads_headers_writes_nothing_and_cannot_be_sampled(tmp_path):
-    from submission.data.npz_store import checking_only
+def test_check_only_reads_headers_writes_nothing_and_cannot_be_sampled(tmp_path):
     path = tmp_path / "mpi3d_toy" / "mpi3d_toy.npz"
     write_npz(get_dataset("mpi3d_sim_toy"), path, SUBGRID)
-    with checking_only():
-        ds = Mpi3dNpz(path, layouts={COUNT: SUBGRID_SIZES}, storage="memory")
+    ds = Mpi3dNpz(path, layouts={COUNT: SUBGRID_SIZES}, storage="memory", check_only=True)
     assert ds.factors_num_values == list(SUBGRID_SIZES) and _cache_files(path.parent) == []
     with pytest.raises(DatasetError, match=r"mpi3d_toy\.npz\[images\]: opened to be checked only"):
         ds.sample_batch(2, np.random.default_rng(0))
     bad = tmp_path / "bad" / "x.npz"
     bad.parent.mkdir()
     _write_member(bad, "images", np.zeros((5, 64, 64, 3), np.uint8))
-    with checking_only():
-        _assert_clean_error(bad, r"5 images; expected one of 1,036,800, 460,800")
-    converted = Mpi3dNpz(path, layouts={COUNT: SUBGRID_SIZES})          # outside the block: converted and readable
+    _assert_clean_error(bad, r"5 images; expected one of 1,036,800, 460,800", check_only=True)
+    converted = Mpi3dNpz(path, layouts={COUNT: SUBGRID_SIZES})          # without check_only: converted and readable
     assert _cache_files(path.parent) == ["mpi3d_toy.images.npy"] and converted.sample_batch(2, np.random.default_rng(0))

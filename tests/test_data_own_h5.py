@@ -82,8 +82,7 @@ BAD_FILES = {
     "wrong dtype": (dict(images=np.zeros((6, 8, 8, 3), np.float32)), "dtype float32; expected uint8"),
     "wrong rank": (dict(images=np.zeros((6, 8, 8), np.uint8)), r"shape \(6, 8, 8\); expected \(N, H, W, C\)"),
     "two channels": (dict(images=np.zeros((6, 8, 8, 2), np.uint8)), "with C 1 or 3"),
-    "32x32 images": (dict(images=np.zeros((6, 32, 32, 3), np.uint8)), r"32x32 images with 3 channel\(s\); expected \(N, 64, 64, 3\)"),
-    "one channel": (dict(images=np.zeros((6, 64, 64, 1), np.uint8)), r"64x64 images with 1 channel\(s\); .*repeat a grey"),
+    "32x32 images": (dict(images=np.zeros((6, 32, 32, 3), np.uint8)), r"32x32 images; expected \(N, 64, 64, C\)"),
     "names and sizes differ": (dict(names=("a",)), "1 factor_names"),
     "fractional sizes": (dict(sizes=(2.0, 3.0)), "expected a list of positive integers"),
 }

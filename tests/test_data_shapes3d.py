@@ -6,7 +6,7 @@ import pytest
 
 from submission.data import DatasetError, get_dataset
 from submission.data.h5_datasets import SHAPES3D_LAYOUTS, Shapes3dH5
-from submission.data.npz_export import grid_factors
+from npz_files import grid_factors
 from submission.data.shapes3d_render import HUES, ORIENTATION_DEGREES, SCALES
 
 SUBGRID = [[0, 7], [3], [1, 9], [0, 5, 7], [0, 2, 3], [0, 14]]

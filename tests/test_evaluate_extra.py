@@ -75,7 +75,6 @@ def test_identity_against_noise_and_entangled_codes(tmp_path):
 def test_checkpoint_gets_the_decoder_metrics_and_torchscript_does_not(tmp_path):
     models = pytest.importorskip("submission.models")
     export = pytest.importorskip("submission.export")
-    from submission.metrics import compute_extra_metrics
     torch.manual_seed(0)
     model = models.build_model(dict(kind="vae", architecture="higgins", latent_dim=4, channels=3)).eval()
     run_dir = os.path.join(tmp_path, "train")
@@ -174,3 +173,29 @@ def test_cli_default_adds_extra_without_touching_the_leaderboard(tmp_path, capsy
     leaderboard_rows, extra_rows = with_extra.split("extra metrics (not on the leaderboard")
     assert all(f"\n{metric} " in leaderboard_rows for metric in evaluate.LEADERBOARD)
     assert "MIC" in extra_rows and "MIC" not in leaderboard_rows and "skipped" in extra_rows
+
+
+# All the extra metrics at once on one sample: an independent path to the evaluator's numbers, each computed on its own.
+def compute_extra_metrics(ground_truth_data, representation_function, random_state, num_samples: int = 10000,
+                          batch_size: int = 64, model=None, groups=None, model_samples: int = 1000) -> dict:
+    """MIC, active dimensions and Gaussian TC from ``representation_function`` (numpy NHWC floats in [0, 1] -> (N, D),
+    dlib's convention); with ``model`` (an nn.Module with ``encode`` and ``decoder``), also the reconstruction error and
+    the sampled TC of the aggregate posterior on the first ``model_samples`` inputs (its cost grows as N^2).
+    ``random_state``: a np.random.RandomState, as dlib's metrics take. MIC's binned mutual information is a plug-in
+    estimate, biased upwards by about (bins - 1)(values - 1) / (2 N) nats: keep N large (dlib's MIG uses 10000).
+    The evaluator's ``extra`` metric (evaluate/extra.py) gives the same numbers, each metric computed on its own."""
+    from submission.metrics import (active_dimensions, batched, evaluation_mode, gaussian_total_correlation,
+                                    mutual_information_concentration, reconstruction_of, sampled_tc_of)
+    factors, observations = ground_truth_data.sample(num_samples, random_state)
+    codes = batched(representation_function, observations, batch_size)
+    scores = {}
+    scores.update(mutual_information_concentration(codes, factors, groups))
+    scores.update(active_dimensions(codes))
+    scores.update(gaussian_total_correlation(codes))
+    if model is not None:
+        rng = np.random.default_rng(random_state.randint(2 ** 31))
+        nchw = np.ascontiguousarray(np.moveaxis(np.asarray(observations[:model_samples], np.float32), -1, 1))
+        with evaluation_mode(model) as device:
+            scores.update(reconstruction_of(model, nchw, batch_size, device))
+            scores.update(sampled_tc_of(model, nchw, rng, batch_size, device))
+    return scores

@@ -181,10 +181,13 @@ def _env():
 
 
 def test_a_second_run_on_the_same_directory_is_refused_and_a_killed_ones_lock_is_taken_over(tmp_path, capsys):
+    """Also: the killed run logged steps past its last checkpoint; after the resume each step is in log.jsonl once."""
+    from submission.training_log import window_records
     run = tmp_path / "train"
+    every_step = ["--gin_binding", "training.log_every_s = 0.0"]
     first = subprocess.Popen([*_python(), *TINY, "--output", str(run), "--budget", "300s", "--max_steps", "100000",
-                              "--gin_binding", "training.checkpoint_every_s = 0.5"], cwd=ROOT, env=_env(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                              "--gin_binding", "training.checkpoint_every_s = 0.5", *every_step], cwd=ROOT,
+                             env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 120
         while not (run / "checkpoint.pt").exists() and time.monotonic() < deadline:
@@ -198,10 +201,17 @@ def test_a_second_run_on_the_same_directory_is_refused_and_a_killed_ones_lock_is
         first.wait()
     assert (run / files.LOCK_NAME).exists()                      # left behind by the kill
     done = checkpoints.load_checkpoint(str(run / "checkpoint.pt"))["step"]
-    code, err = _train([*TINY, "--output", str(run), "--budget", "60s", "--max_steps", str(done + 3)], capsys)
+    with open(run / "log.jsonl", "a") as log:                   # what a kill between two checkpoints leaves, for sure
+        log.write('{"step": %d, "killed_run": true}\n{"step": %d, "killed_run": true}\n{"step": 99' % (done + 1, done + 2))
+    code, err = _train([*TINY, "--output", str(run), "--budget", "60s", "--max_steps", str(done + 3), *every_step],
+                       capsys)
     assert code == 0, err
     assert checkpoints.load_checkpoint(str(run / "checkpoint.pt"))["step"] == done + 3
     assert not (run / files.LOCK_NAME).exists()
+    windows = window_records(str(run / "log.jsonl"))[0]
+    steps = [r["step"] for r in windows]
+    assert steps == sorted(set(steps)) and steps[-1] == done + 3, (done, steps[-8:])
+    assert not [r for r in windows if r.get("killed_run")]
 
 
 def test_sigkill_at_random_moments_resumes_from_the_last_checkpoint(tmp_path):

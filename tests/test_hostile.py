@@ -3,8 +3,6 @@ raced by two processes, a damaged checkpoint in the rotation, a full disk inside
 bad values. Each gives one line, the right exit code and nothing half-written."""
 import errno
 import io
-import json
-import multiprocessing
 import os
 import signal
 import subprocess
@@ -174,42 +172,15 @@ def test_a_second_job_on_a_busy_directory_is_refused_before_anything_is_written(
         holder.wait()
 
 
-def _race(directory, barrier, inside, most, acquired):
-    lock = files.RunLock(directory, "run")
-    barrier.wait()
+def test_two_processes_racing_for_a_stale_lock_never_both_hold_it():
+    """The harness that found 13 double holds in 100 trials with the old stale-lock takeover: 0 of 200 now, and a
+    stale lock never keeps both out (``bench/faults.py`` runs the same harness)."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
     try:
-        lock.acquire()
-    except files.ArtifactError:
-        return
-    with inside.get_lock():
-        inside.value += 1
-        most.value = max(most.value, inside.value)
-    acquired.value += 1
-    time.sleep(0.005)
-    with inside.get_lock():
-        inside.value -= 1
-    lock.release()
-
-
-def test_two_processes_racing_for_a_stale_lock_never_both_hold_it(tmp_path):
-    """The harness that found 13 double holds in 100 trials with the old stale-lock takeover: 0 of 200 now."""
-    context = multiprocessing.get_context("fork")
-    doubles = 0
-    for trial in range(200):
-        directory = tmp_path / f"t{trial}"
-        directory.mkdir()
-        (directory / files.LOCK_NAME).write_text("999999999\n")                 # left by a killed process
-        barrier = context.Barrier(2)
-        inside, most, acquired = context.Value("i", 0), context.Value("i", 0), context.Value("i", 0)
-        racers = [context.Process(target=_race, args=(str(directory), barrier, inside, most, acquired))
-                  for _ in range(2)]
-        for racer in racers:
-            racer.start()
-        for racer in racers:
-            racer.join(30)
-        assert acquired.value >= 1                                              # a stale lock never blocks
-        doubles += most.value > 1
-    assert doubles == 0
+        from faults import stale_lock_race
+    finally:
+        sys.path.pop(0)
+    assert stale_lock_race(200, racers=2) == (0, 0)
 
 
 # --- checkpoints ---------------------------------------------------------------------------------------------------
@@ -373,3 +344,38 @@ def test_evaluate_refuses_a_non_positive_job_count(tmp_path, capsys, jobs):
                           "--jobs", jobs]) == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(lines) == 1 and f"--jobs {jobs}" in lines[0] and not (tmp_path / "e").exists()
+
+
+def test_ctrl_c_in_run_sh_is_one_stopped_line_and_exit_130(tmp_path):
+    """Ctrl-C at a terminal reaches the whole process group: the pipeline and its running stage."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AICROWD_", "MODEL", "BUDGET", "SEED"))}
+    env.update(AICROWD_OUTPUT_PATH=str(tmp_path / "out"), BUDGET="2m", EVALUATE="0", KIT_PRECISION="fp32")
+    proc = subprocess.Popen(["./run.sh"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    export = tmp_path / "out" / "local_evaluation" / "representation" / "pytorch_model.pt"
+    start = time.monotonic()
+    while not export.exists():
+        assert proc.poll() is None and time.monotonic() - start < 180, proc.communicate()
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip().splitlines()[-1].startswith("stopped: SIGINT received during train")
+
+
+def test_own_images_of_another_size_are_refused_up_front_and_one_channel_builds_a_one_channel_model(tmp_path):
+    import h5py
+    from submission.pipeline import ConfigError, read_config
+    for shape in ((6, 32, 32, 3), (6, 64, 64, 1)):
+        path = tmp_path / f"mine{shape[1]}x{shape[3]}.h5"
+        with h5py.File(path, "w") as f:
+            f["images"] = np.zeros(shape, np.uint8)
+            f.attrs["factor_names"], f.attrs["factor_sizes"] = ["a", "b"], [2, 3]
+        env = {"AICROWD_DATASET_NAME": f"h5:{path}", "AICROWD_OUTPUT_PATH": str(tmp_path / "out")}
+        if shape[1] == 32:
+            with pytest.raises(ConfigError, match=r"32x32 images; expected \(N, 64, 64, C\)"):
+                read_config(env)
+        else:
+            assert read_config(env).channels == 1
+        assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".h5") == []   # no conversion, no output

@@ -95,7 +95,7 @@ def test_validating_an_official_file_converts_nothing_and_a_bad_one_is_one_line(
     """read_config checks the npz (headers, counts) without writing its .npy; the training stage converts it."""
     import numpy as np
     from submission.data import get_dataset
-    from submission.data.npz_export import write_npz
+    from npz_files import write_npz
     grid = [[0], [0], [0], [0], [0, 1], [0, 5, 9], [0, 39]]
     sizes = tuple(len(v) for v in grid)
     monkeypatch.setattr("submission.data.npz_datasets.MPI3D_LAYOUTS", {int(np.prod(sizes)): sizes})

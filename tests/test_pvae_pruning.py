@@ -2,7 +2,7 @@
 test-time gates keep only as many latents as the data has factors (tests/test_trainer.py's oracle test trains the gates
 alone, with an exact frozen encoder and decoder; this one does not help the gates at all).
 
-Two continuous factors, six latents. With NOTES' literal DIP target (C_ii - 1)^2 (``diagonal_target="one"``) all six
+Two continuous factors, six latents. With the literal DIP target (C_ii - 1)^2 (``diagonal_target="one"``) all six
 gates stay open here; the default ("mask") shuts the four surplus ones. ~2000 Adam steps of a tiny MLP, a few seconds
 on one thread.
 """

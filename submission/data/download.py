@@ -5,7 +5,7 @@ shows progress with the kit's one progress display, and checks MD5 sums: a sum w
 file aside as ``.bad-md5``); a sum reported only by third parties, or none at all, is printed beside the file's own so a person
 can judge.  Offline or unreachable hosts give one clear line and exit code 1.
 
-Sources (NOTES.md, "Datasets"): the MPI3D bucket ``storage.googleapis.com/disentanglement_dataset`` closed in 2023; the files
+Sources: the MPI3D bucket ``storage.googleapis.com/disentanglement_dataset`` closed in 2023; the files
 have been at huggingface.co/datasets/waleedgondal/mpi3d since 2025 (``mpi3d_real`` was re-uploaded after a corruption
 report, so its 2019 sum may no longer match).
 """
@@ -82,11 +82,6 @@ SOURCES = {
 }
 SOURCES.update({name: _PROCEDURAL for name in DATASET_NAMES if name not in SOURCES})
 OWN_DATA_SOURCE = Source((), "-", "your own HDF5 file: --dataset h5:PATH (README, Datasets)")
-
-
-def target_path(name, data_dir):
-    """Where get_dataset(name) looks for the dataset's first file."""
-    return Path(data_dir) / source_of(name).files[0].path
 
 
 def source_of(name):

@@ -22,8 +22,7 @@ from submission.data.errors import DatasetError
 from submission.data.factor_grid import factor_strides
 from submission.data.npz_datasets import StoredGridDataset, check_storage
 from submission.data.npz_store import (CHUNK_BYTES, DiskImages, UnconvertedImages, cache_path, cached_npy,
-                                       check_array_header, is_checking_only, write_npy_atomically)
-from submission.data.registry import OWN_DATA_PREFIX
+                                       check_array_header, write_npy_atomically)
 
 SHAPES3D_LAYOUTS = {480_000: (10, 10, 10, 8, 4, 15)}
 SHAPES3D_FACTOR_NAMES = ("floor_hue", "wall_hue", "object_hue", "scale", "shape", "orientation")
@@ -39,7 +38,8 @@ def open_h5(path, expected):
     try:
         return h5py.File(path, "r")
     except OSError as error:
-        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        from submission.files import first_line
+        reason = first_line(error, typed=False)
         raise DatasetError(f"{path}: not a readable HDF5 file ({reason}); expected {expected}") from None
 
 
@@ -59,7 +59,7 @@ def _row_chunks(array):
         yield array[start:start + rows]
 
 
-def h5_images_store(handle, path, key, image_shape, allowed_counts, cache_dir=None):
+def h5_images_store(handle, path, key, image_shape, allowed_counts, cache_dir=None, check_only=False):
     """DiskImages of the uint8 HDF5 dataset ``key`` (checked: dtype, (N, *image_shape), N in allowed_counts).
 
     Converts it to ``<stem>.<key>.npy`` unless a complete conversion newer than the file exists.
@@ -71,7 +71,7 @@ def h5_images_store(handle, path, key, image_shape, allowed_counts, cache_dir=No
     cached = cached_npy(target, path, np.uint8, image_shape, allowed_counts)
     if cached is not None:
         return cached
-    if is_checking_only():
+    if check_only:
         return UnconvertedImages(images.shape, source)
     write_npy_atomically(target, images.shape, np.uint8, _row_chunks(images), source)
     return DiskImages(target)
@@ -98,11 +98,12 @@ def read_grid_attributes(handle, path):
 
 
 class OwnH5Dataset(StoredGridDataset):
-    """A user's HDF5 file: ``images`` uint8 (N, 64, 64, 3) in grid order; root attributes name and size the grid."""
+    """A user's HDF5 file: ``images`` uint8 (N, 64, 64, C), C 1 or 3, in grid order; root attributes name and size the
+    grid. One channel: the model needs ``model.channels = 1`` (the pipeline adds it and says so)."""
 
-    def __init__(self, path, storage="disk", cache_dir=None):
+    def __init__(self, path, storage="disk", cache_dir=None, check_only=False, name=None):
         path = Path(path)
-        self.name = OWN_DATA_PREFIX + str(path)
+        self.name = name or f"h5:{path}"             # the registry names it (``h5:PATH``)
         check_storage(storage, self.name)  # before any conversion
         expected = "an HDF5 file with 'images' (N, H, W, C) uint8 and attributes factor_names, factor_sizes"
         with open_h5(path, expected) as handle:
@@ -115,12 +116,11 @@ class OwnH5Dataset(StoredGridDataset):
             if images.shape[0] != count:
                 raise DatasetError(f"{path}[images]: {images.shape[0]:,} images; expected {count:,}, the product of "
                                    f"factor_sizes {list(sizes)}")
-            if images.dtype == np.uint8 and self._observation_shape != (64, 64, 3):
+            if images.dtype == np.uint8 and self._observation_shape[:2] != (64, 64):
                 height, width, channels = self._observation_shape
-                raise DatasetError(f"{path}[images]: {height}x{width} images with {channels} channel(s); expected "
-                                   f"(N, 64, 64, 3) uint8, what the kit's networks and the challenge's evaluator take "
-                                   f"(resize the images to 64x64, and repeat a grey channel three times)")
-            store = h5_images_store(handle, path, "images", self._observation_shape, (count,), cache_dir)
+                raise DatasetError(f"{path}[images]: {height}x{width} images; expected (N, 64, 64, C) uint8 with C 1 or "
+                                   f"3, the size the kit's networks take (resize the images to 64x64)")
+            store = h5_images_store(handle, path, "images", self._observation_shape, (count,), cache_dir, check_only)
         self._attach(path, store, sizes, storage)
 
 
@@ -152,7 +152,7 @@ class Shapes3dH5(StoredGridDataset):
     factor_names = SHAPES3D_FACTOR_NAMES
     _observation_shape = (64, 64, 3)
 
-    def __init__(self, path, layouts=None, storage="disk", cache_dir=None):
+    def __init__(self, path, layouts=None, storage="disk", cache_dir=None, check_only=False):
         layouts = layouts or SHAPES3D_LAYOUTS
         path = Path(path)
         check_storage(storage, self.name)  # before any conversion
@@ -166,7 +166,7 @@ class Shapes3dH5(StoredGridDataset):
             if labels.shape != (images.shape[0], len(sizes)):
                 raise DatasetError(f"{path}[labels]: shape {labels.shape}; expected {(images.shape[0], len(sizes))}")
             check_label_order(labels, sizes, f"{path}[labels]")  # before converting: a misordered file writes nothing
-            store = h5_images_store(handle, path, "images", (64, 64, 3), tuple(layouts), cache_dir)
+            store = h5_images_store(handle, path, "images", (64, 64, 3), tuple(layouts), cache_dir, check_only)
         self._attach(path, store, sizes, storage)
 
     @classmethod

@@ -22,7 +22,7 @@ import numpy as np
 from submission.data.errors import DatasetError
 from submission.data.factor_grid import RandomGivenFactors, factor_strides
 from submission.data.npz_datasets import StoredGridDataset, check_storage
-from submission.data.npz_store import (DiskImages, UnconvertedImages, cache_path, cached_npy, is_checking_only,
+from submission.data.npz_store import (DiskImages, UnconvertedImages, cache_path, cached_npy,
                                        write_npy_atomically)
 
 CARS3D_OBJECTS = 183
@@ -42,12 +42,12 @@ def resize_64(image):
     return np.asarray(Image.fromarray(image).resize((64, 64), Image.LANCZOS))
 
 
-def _cached_or_convert(source, target, shape, build):
+def _cached_or_convert(source, target, shape, build, check_only=False):
     """DiskImages of ``target``, built by ``build() -> uint8 array of shape`` unless a complete newer conversion exists."""
     cached = cached_npy(target, source, np.uint8, shape[1:], (shape[0],))
     if cached is not None:
         return cached
-    if is_checking_only():
+    if check_only:
         return UnconvertedImages(shape, str(source))
     images = build()
     write_npy_atomically(target, images.shape, np.uint8, [images], source)
@@ -101,13 +101,14 @@ class Cars3d(StoredGridDataset):
     factor_names = ("elevation", "azimuth", "object")
     _observation_shape = (64, 64, 3)
 
-    def __init__(self, directory, storage="disk", cache_dir=None):
+    def __init__(self, directory, storage="disk", cache_dir=None, check_only=False):
         directory = Path(directory)
         check_storage(storage, self.name)  # before any conversion
         files = car_files(directory)
         sizes = (*CARS3D_VIEWS, len(files))
         target = cache_path(directory, "images", cache_dir)
-        store = _cached_or_convert(directory, target, (int(np.prod(sizes)), 64, 64, 3), lambda: build_cars3d(files))
+        store = _cached_or_convert(directory, target, (int(np.prod(sizes)), 64, 64, 3), lambda: build_cars3d(files),
+                                   check_only)
         self._attach(directory, store, sizes, storage)
 
     @classmethod
@@ -178,7 +179,7 @@ class SmallNorb(RandomGivenFactors):
     factor_names = ("category", "elevation", "azimuth", "lighting")
     _observation_shape = (64, 64, 1)
 
-    def __init__(self, directory, storage="disk", cache_dir=None):
+    def __init__(self, directory, storage="disk", cache_dir=None, check_only=False):
         if storage not in ("disk", "mmap"):
             raise DatasetError(f"{self.name}: storage {storage!r}; expected 'disk'")
         self.path = Path(directory)
@@ -189,7 +190,7 @@ class SmallNorb(RandomGivenFactors):
         newest = max(self.path.iterdir(), key=lambda p: p.stat().st_mtime, default=self.path)
         # Each half of the published set holds half of the grid (24,300 images).
         self._store = _cached_or_convert(newest, cache_path(self.path, "images", cache_dir), (count, 64, 64, 1),
-                                         lambda: build_smallnorb(self.path, count // len(NORB_CHUNKS)))
+                                         lambda: build_smallnorb(self.path, count // len(NORB_CHUNKS)), check_only)
         self.factor_sizes = tuple(NORB_GRID[i] for i in NORB_LATENT)
         self._full_sizes = tuple(NORB_GRID)
         self._strides = factor_strides(NORB_GRID)

@@ -68,9 +68,9 @@ class StoredGridDataset(FactorGridDataset):
     Every file-backed dataset (npz, HDF5) converts its images once to that form and then calls ``_attach``.
     """
 
-    def _open(self, npz_path, key, image_shape, layouts, storage, cache_dir):
+    def _open(self, npz_path, key, image_shape, layouts, storage, cache_dir, check_only=False):
         storage = check_storage(storage, self.name)
-        store = open_npz_member(npz_path, key, np.uint8, image_shape, tuple(layouts), cache_dir)
+        store = open_npz_member(npz_path, key, np.uint8, image_shape, tuple(layouts), cache_dir, check_only)
         self._attach(npz_path, store, layouts[store.shape[0]], storage)
 
     def _attach(self, path, store, factor_sizes, storage):
@@ -120,12 +120,12 @@ class Mpi3dNpz(StoredGridDataset):
     factor_names = MPI3D_FACTOR_NAMES
     _observation_shape = (64, 64, 3)
 
-    def __init__(self, npz_path, name="mpi3d", layouts=None, storage="disk", cache_dir=None):
+    def __init__(self, npz_path, name="mpi3d", layouts=None, storage="disk", cache_dir=None, check_only=False):
         self.name = name
         _require_file(npz_path, name, "mpi3d_sim_toy" if name != "mpi3d_realistic" else "mpi3d_sim_realistic")
         complex_objects = name == "mpi3d_complex"
         layouts = layouts or (MPI3D_COMPLEX_LAYOUTS if complex_objects else MPI3D_LAYOUTS)
-        self._open(npz_path, "images", (64, 64, 3), layouts, storage, cache_dir)
+        self._open(npz_path, "images", (64, 64, 3), layouts, storage, cache_dir, check_only)
         known = MPI3D_COMPLEX_VALUE_NAMES if complex_objects else MPI3D_VALUE_NAMES
         self.value_names = {factor: values for factor, values in known.items()
                             if len(values) == self.factor_sizes[MPI3D_FACTOR_NAMES.index(factor)]}
@@ -140,10 +140,10 @@ class DspritesNpz(StoredGridDataset):
 
     _observation_shape = (64, 64, 1)
 
-    def __init__(self, npz_path, layouts=None, storage="disk", cache_dir=None):
+    def __init__(self, npz_path, layouts=None, storage="disk", cache_dir=None, check_only=False):
         self.name = "dsprites_full"
         _require_file(npz_path, self.name, "dsprites_sim")
-        self._open(npz_path, "imgs", (64, 64), layouts or DSPRITES_LAYOUTS, storage, cache_dir)
+        self._open(npz_path, "imgs", (64, 64), layouts or DSPRITES_LAYOUTS, storage, cache_dir, check_only)
 
     @classmethod
     def from_data_dir(cls, data_dir, **options):

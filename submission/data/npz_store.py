@@ -7,8 +7,6 @@ An npz is a zip whose members are .npy files (numpy's NEP 1 format).  We stream 
 name, check its size, then rename; an interrupted conversion leaves only a temp file, which the next run removes.
 """
 
-import contextlib
-import contextvars
 import io
 import logging
 import os
@@ -22,7 +20,6 @@ from submission.data.errors import DatasetError
 
 log = logging.getLogger(__name__)
 CHUNK_BYTES = 16 << 20
-_CHECKING = contextvars.ContextVar("checking_only", default=False)
 
 
 def read_npy_header(stream, source):
@@ -90,31 +87,17 @@ def _write_checked(target, write, expected_bytes, source, what):
                            f"expected an intact file (truncated or corrupt?)") from None
 
 
-@contextlib.contextmanager
-def checking_only():
-    """Within this block, opening a file-backed dataset checks its file (headers, shapes, sizes, label order) and
-    converts nothing: no .npy is written and no image is read (``UnconvertedImages`` stands in for the store). The
-    pipeline validates a job this way before it writes anything; the stage that trains converts, with its progress."""
-    token = _CHECKING.set(True)
-    try:
-        yield
-    finally:
-        _CHECKING.reset(token)
-
-
-def is_checking_only() -> bool:
-    return _CHECKING.get()
-
-
 class UnconvertedImages:
-    """The store of a dataset opened by ``checking_only``: its shape, and no images."""
+    """The store of a dataset opened with ``check_only=True`` (``get_dataset(..., check_only=True)``): its file was
+    checked (headers, shapes, sizes, label order) and nothing converted; it knows its shape and reads no images. The
+    pipeline validates a job this way before it writes anything; the stage that trains converts, with its progress."""
 
     def __init__(self, shape, source):
         self.shape, self.source = tuple(int(n) for n in shape), source
 
     def take(self, indices):
         raise DatasetError(f"{self.source}: opened to be checked only (not converted); expected a dataset opened "
-                           f"outside submission.data.npz_store.checking_only to read images")
+                           f"without check_only to read images")
 
     read_all = take
 
@@ -261,14 +244,15 @@ class DiskImages:
         return buffer[inverse.reshape(indices.shape)]
 
 
-def open_npz_member(npz_path, key, expected_dtype, image_shape, allowed_counts, cache_dir=None):
-    """DiskImages of ``key`` in ``npz_path``, converting it first if there is no up-to-date .npy beside it (or in cache_dir)."""
+def open_npz_member(npz_path, key, expected_dtype, image_shape, allowed_counts, cache_dir=None, check_only=False):
+    """DiskImages of ``key`` in ``npz_path``, converting it first if there is no up-to-date .npy beside it (or in
+    cache_dir); with ``check_only``, UnconvertedImages after checking the member's header."""
     npz_path = Path(npz_path)
     target = cache_path(npz_path, key, cache_dir)
     cached = cached_npy(target, npz_path, expected_dtype, image_shape, allowed_counts)
     if cached is not None:
         return cached
-    if is_checking_only():
+    if check_only:
         with _open_npz(npz_path) as archive:
             shape, _ = _npz_member_header(archive, npz_path, key, expected_dtype, image_shape, allowed_counts)
         return UnconvertedImages(shape, f"{npz_path}[{key}]")

@@ -51,11 +51,15 @@ def recorded_standins(record):
     return {name: 1 for name in dict.fromkeys(names) if name in PROCEDURAL_DATASETS}
 
 
-def get_dataset(name, data_dir=None, **options):
+def get_dataset(name, data_dir=None, check_only=False, **options):
     """The dataset called ``name``; ``options`` go to file-backed loaders (``storage``, ``cache_dir``).
 
-    Procedural datasets take no options and need no file.  ``h5:PATH`` is a user's own HDF5 file (``data_dir`` unused).
+    ``check_only``: a file-backed dataset checks its file (headers, shapes, sizes, label order) and converts and reads
+    nothing (how the pipeline validates a job before writing anything). Procedural datasets take no options and need no
+    file.  ``h5:PATH`` is a user's own HDF5 file (``data_dir`` unused).
     """
+    if check_only and name not in PROCEDURAL_DATASETS:
+        options["check_only"] = True
     if name == "mpi3d_sim_toy" or name == "mpi3d_sim_realistic":
         from submission.data.mpi3d_render import Mpi3dSim
         return Mpi3dSim(style=name[len("mpi3d_sim_"):])
@@ -85,6 +89,7 @@ def get_dataset(name, data_dir=None, **options):
         return SmallNorb.from_data_dir(data_dir or default_data_dir(), **options)
     if is_dataset_name(name) and name.startswith(OWN_DATA_PREFIX):
         from submission.data.h5_datasets import OwnH5Dataset
-        return OwnH5Dataset(Path(name[len(OWN_DATA_PREFIX):]).expanduser(), **options)
+        path = Path(name[len(OWN_DATA_PREFIX):]).expanduser()
+        return OwnH5Dataset(path, name=OWN_DATA_PREFIX + str(path), **options)
     raise DatasetError(f"unknown dataset name {name!r}; expected one of: {', '.join(DATASET_NAMES)}, "
                        f"or h5:PATH for your own HDF5 file")

@@ -7,8 +7,7 @@
     reconstruction_error(observations, reconstruct_logits)           -> {"reconstruction_nll", "reconstruction_mse"}
     factor_capture(codes, factors, factor_names)                     -> {"capture_nmi", "captured", "captured_factors"}
 
-``compute_extra_metrics`` runs them all on one sample of a ground-truth dataset; the evaluator's ``extra`` metric
-(evaluate/extra.py) adapts the same functions to dlib's calling convention, one metric at a time.
+The evaluator's ``extra`` metric (evaluate/extra.py) adapts them to dlib's calling convention, one metric at a time.
 """
 import numpy as np
 import torch
@@ -23,29 +22,6 @@ from .total_correlation import gaussian_total_correlation, sampled_total_correla
 def batched(fn, x, batch_size):
     """``fn`` over ``x`` in batches of ``batch_size``, the results concatenated."""
     return np.concatenate([fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
-
-
-def compute_extra_metrics(ground_truth_data, representation_function, random_state, num_samples: int = 10000,
-                          batch_size: int = 64, model=None, groups=None, model_samples: int = 1000) -> dict:
-    """MIC, active dimensions and Gaussian TC from ``representation_function`` (numpy NHWC floats in [0, 1] -> (N, D),
-    dlib's convention); with ``model`` (an nn.Module with ``encode`` and ``decoder``), also the reconstruction error and
-    the sampled TC of the aggregate posterior on the first ``model_samples`` inputs (its cost grows as N^2).
-    ``random_state``: a np.random.RandomState, as dlib's metrics take. MIC's binned mutual information is a plug-in
-    estimate, biased upwards by about (bins - 1)(values - 1) / (2 N) nats: keep N large (dlib's MIG uses 10000).
-    The evaluator's ``extra`` metric (evaluate/extra.py) gives the same numbers, each metric computed on its own."""
-    factors, observations = ground_truth_data.sample(num_samples, random_state)
-    codes = batched(representation_function, observations, batch_size)
-    scores = {}
-    scores.update(mutual_information_concentration(codes, factors, groups))
-    scores.update(active_dimensions(codes))
-    scores.update(gaussian_total_correlation(codes))
-    if model is not None:
-        rng = np.random.default_rng(random_state.randint(2 ** 31))
-        nchw = np.ascontiguousarray(np.moveaxis(np.asarray(observations[:model_samples], np.float32), -1, 1))
-        with evaluation_mode(model) as device:
-            scores.update(reconstruction_of(model, nchw, batch_size, device))
-            scores.update(sampled_tc_of(model, nchw, rng, batch_size, device))
-    return scores
 
 
 class evaluation_mode:
@@ -84,6 +60,6 @@ def sampled_tc_of(model, nchw, rng, batch_size, device) -> dict:
     return sampled_total_correlation(mu, logvar, rng)
 
 
-__all__ = ["active_dimensions", "batched", "capture_of_representation", "compute_extra_metrics", "evaluation_mode",
+__all__ = ["active_dimensions", "batched", "capture_of_representation", "evaluation_mode",
            "factor_capture", "gaussian_total_correlation", "mutual_information_concentration", "reconstruction_error",
            "reconstruction_of", "sampled_tc_of", "sampled_total_correlation"]

@@ -1,4 +1,4 @@
-"""MIC, the mutual information concentration of the Grouped-VAE paper ("Important Groups First"; shared/NOTES.md):
+"""MIC, the mutual information concentration of the Grouped-VAE paper ("Important Groups First"; docs/methods.md):
 
     MIC(f, S) = (sum_{n in S} I(d_n; f) - sum_{n not in S} I(d_n; f)) / H(f)
 

@@ -9,6 +9,7 @@ KL per dimension for the training curves: an objective computes its closed-form 
 detached and on the device, as ``objective.kl_per_dim()``; the trainer averages it over each logging window. Objectives
 without a Gaussian posterior KL (VSC's spike-and-slab, a non-Gaussian prior) have none.
 """
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -37,14 +38,35 @@ def gaussian_kl_per_dim(mu, logvar):
     return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).mean(0)
 
 
-class Objective(nn.Module):
-    """Base class: keeps the last diagnostics; the hooks do nothing unless a method needs them."""
+class LossModule(nn.Module):
+    """What objectives and regularizers share: the hooks the trainer calls (they do nothing unless a method needs
+    them) and the numbers of the last call (``record`` keeps them as given, tensors on their device; ``diagnostics``
+    converts them when the trainer reads them, once per log window, so a step never waits for the device)."""
+
+    def __init__(self):
+        super().__init__()
+        self._diagnostics = {}
+
+    def setup(self, dataset) -> None:
+        """Called once by the trainer before the first step with the training dataset."""
+
+    def after_step(self, step: int) -> None:
+        """Called after each optimiser step."""
+
+    def diagnostics(self) -> dict:
+        return {k: float(v) for k, v in self._diagnostics.items()}
+
+    def record(self, **numbers) -> None:
+        self._diagnostics.update({k: v.detach() if isinstance(v, torch.Tensor) else v for k, v in numbers.items()})
+
+
+class Objective(LossModule):
+    """Base class of every method: a LossModule that also keeps the last call's KL per dimension."""
 
     name = "objective"
 
     def __init__(self):
         super().__init__()
-        self._diagnostics = {}
         self._kl_per_dim = None
 
     def __call__(self, *args, **kwargs):
@@ -58,22 +80,10 @@ class Objective(nn.Module):
             self._kl_per_dim = kl.detach()
         return kl
 
-    def setup(self, dataset) -> None:
-        """Called once by the trainer before the first step with the training dataset."""
-
-    def diagnostics(self) -> dict:
-        return dict(self._diagnostics)
-
-    def after_step(self, step: int) -> None:
-        """Called after each optimiser step."""
-
     def kl_per_dim(self):
         """The last call's KL(q(z_d|x) || N(0, 1)) per latent dimension, batch mean: a detached (D,) tensor on the
         model's device (no host sync), or None when the objective computed no Gaussian KL."""
         return getattr(self, "_kl_per_dim", None)
-
-    def record(self, **numbers) -> None:
-        self._diagnostics.update({k: float(v) for k, v in numbers.items()})
 
 
 def build_objective(name: str) -> Objective:

@@ -23,31 +23,16 @@ from torch import nn
 
 from submission.schedules import value_at
 
-from .base import Objective, bernoulli_reconstruction, register_objective
+from .base import LossModule, Objective, bernoulli_reconstruction, register_objective
 from .total_correlation import total_correlation
 
 
-class Regularizer(nn.Module):
-    """One or more loss terms computed from the model's output ``out`` (a dict with mu, logvar, z, logits, ...)."""
+class Regularizer(LossModule):
+    """One or more loss terms computed from the model's output ``out`` (a dict with mu, logvar, z, logits, ...); the
+    hooks and diagnostics are every objective's (``LossModule``)."""
 
     name = "regularizer"
     requires = ("mu", "logvar", "z")
-
-    def __init__(self):
-        super().__init__()
-        self._diagnostics = {}
-
-    def setup(self, dataset) -> None:
-        """Called once before training with the training dataset."""
-
-    def after_step(self, step: int) -> None:
-        """Called after each optimiser step."""
-
-    def diagnostics(self) -> dict:
-        return dict(self._diagnostics)
-
-    def record(self, **numbers) -> None:
-        self._diagnostics.update({k: float(v) for k, v in numbers.items()})
 
     def forward(self, out, model, x, factors, step) -> dict:
         raise NotImplementedError
@@ -94,7 +79,7 @@ class Composite(Objective):
             reg.after_step(step)
 
     def diagnostics(self) -> dict:
-        numbers = dict(self._diagnostics)
+        numbers = super().diagnostics()
         for reg in self.regularizers:
             numbers.update(reg.diagnostics())
         return numbers
@@ -126,7 +111,7 @@ class Composite(Objective):
 @gin.configurable
 class TotalCorrelationRegularizer(Regularizer):
     """beta-TCVAE's extra term as a regularizer: ``weight * TC`` (Chen et al. 2018, eq. 4; weight = beta - 1), with the
-    estimator of ``betatcvae.total_correlation`` (minibatch-stratified by default)."""
+    estimator of ``total_correlation.total_correlation`` (minibatch-stratified by default)."""
 
     name = "tc"
 

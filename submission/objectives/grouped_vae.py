@@ -1,4 +1,4 @@
-"""Grouped-VAE ("Important Groups First"; see shared/NOTES.md): the latent splits into G consecutive groups and the
+"""Grouped-VAE ("Important Groups First"; docs/methods.md): the latent splits into G consecutive groups and the
 reconstruction is summed over prefixes of groups, each decoded with the later groups zero-padded:
 
     reconstruction = sum_{i=1..G} rec(x, decoder([z_1, ..., z_i, 0, ..., 0]))

@@ -1,4 +1,4 @@
-"""PJVAE: the PVAE objective on the continuous latents (shared/NOTES.md, PVAE) plus JointVAE's discrete term
+"""PJVAE: the PVAE objective on the continuous latents (docs/methods.md, PVAE) plus JointVAE's discrete term
 (Dupont 2018, eq. 7): discrete_weight * |KL(q(c|x) || Uniform(K)) - C_c(step)|, with KL(q(c|x) || U) = log K +
 sum_k alpha_k log alpha_k and the discrete capacity C_c rising linearly from 0 to log K (a schedule).
 """

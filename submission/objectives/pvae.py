@@ -1,40 +1,22 @@
-"""PVAE: masked DIP-VAE-I with hard-concrete gates on the latents and an L0 penalty on the gates (see shared/NOTES.md).
+"""PVAE: masked DIP-VAE-I with hard-concrete gates on the latents and an L0 penalty on the gates (docs/methods.md).
 
 loss = reconstruction + sum_i m_i KL_i + lambda_od sum_{i != j} C_ij^2 + lambda_d sum_i (C_ii - t_i)^2
        + tau sum_i P(m_i != 0),       C = Cov_batch[m * mu(x)],  m ~ HardConcrete(log alpha), one draw per sample
 (DIP-VAE-I: Kumar et al. 2018, eq. 6; L0 gates: Louizos et al. 2018, eq. 12.)
 
-The diagonal target t_i (the one deviation from NOTES' formula, ``diagonal_target = "mask"``, the default):
-t_i = mean over the batch of m_i, the variance that a zero-mean unit-variance code has after the gate. DIP-I's "unit
-variance" then applies to the dimensions the gate keeps, and a closed dimension (m_i = 0, so C_ii = t_i = 0) costs
-nothing. NOTES' literal t_i = 1 (``diagonal_target = "one"``) makes the gates unable to prune: closing gate i sends C_ii
-to 0 and costs lambda_d (C_ii - 1)^2 = lambda_d = 2 nats, while keeping a junk code open costs at most ~0.5 nat of KL
-(a unit-variance mean with sigma ~ 1), or nothing at all once the encoder collapses it (then C_ii ~ 0 whether the gate is
-open or shut, so the DIP term gives log alpha no gradient and only tau's 0.1 is left, against the reconstruction's
-noise). With t_i = E[m_i] the DIP term is lambda_d E[m_i]^2 (Var mu_i - 1)^2 for a zero-mean code: an open but unused
-(collapsed) dimension pays lambda_d E[m_i]^2 and the gradient through t_i pushes its gate shut, while an informative
-dimension (gate open, t_i ~ 1) is penalised exactly as in DIP-VAE-I. Measured end to end (tests/test_pvae_pruning.py,
-2 factors, 6 latents): with "one" all six gates stay open; with "mask" the four surplus gates shut.
+The diagonal target t_i (``diagonal_target = "mask"``, the default) is the batch mean of m_i, the variance that a
+zero-mean unit-variance code has after its gate: DIP-I's "unit variance" applies to the dimensions the gate keeps, and a
+shut dimension (m_i = 0, so C_ii = t_i = 0) costs nothing. With the literal t_i = 1 (``"one"``) closing gate i costs
+lambda_d (C_ii - 1)^2 = lambda_d nats while a junk code open costs at most ~0.5 nat of KL, so the gates cannot prune
+(tests/test_pvae_pruning.py: with "one" all six gates stay open; with "mask" the four surplus gates shut).
 
-Kept as in NOTES, on purpose:
-  * tau = 0.1 per gate, not rescaled by the 12288-pixel reconstruction. What decides whether a gate shuts is the
-    *marginal* reconstruction a dimension buys (zero for a surplus dimension), not the total, so tau is an MDL-like
-    threshold in nats per example and does not need the image size; the closing drive comes mostly from the DIP and KL
-    terms above. The L0 penalty is the closed form P(m != 0) (Louizos et al. eq. 12), not a sampled count.
-  * The mask is drawn per sample (``HardConcreteGate.forward``), not once per batch as the reference code did: per
-    sample, C = Cov[m * mu] and E[m_i] see the gate's randomness, and the gradient to log alpha averages over the batch.
-  * The KL of a sample whose gate is shut does not count (m_i KL_i = 0): a shut dimension carries nothing to the
-    decoder, so it costs no information.
-  * log alpha starts at 6 in the recipe (P(open) ~ 0.998, gate test-time open): the latents learn to specialise first.
-    Starting at 0 (Louizos' drop rate 0.5) drops half the latents of every sample and teaches the encoder redundant
-    codes, which then keep every gate useful (measured: no gate shuts in the same test). Starting at 3 drops a code in
-    about 5% of training draws, and in 20,000 steps that noise cost the first arm joint on every seed
-    (studies/recipes-20k); at 6 the arm was kept.
+Also on purpose: tau = 0.1 per gate is an MDL-like threshold in nats per example, not rescaled by the image size (what
+decides a gate is the marginal reconstruction its dimension buys); the L0 term is the closed form P(m != 0); the mask is
+drawn per sample, not once per batch, so C and E[m_i] see the gate's randomness; a shut sample's KL does not count.
 
-Speed: Adam moves log alpha by at most ~lr per step, and a surplus gate must travel from 6 to below -log 11 ~ -2.4 for
-the test-time gate hard-tanh(sigma(log alpha)(zeta - gamma) + gamma) to shut. At NOTES' lr = 1e-4 that is > 8e4 steps
-(measured ~0.3 lr per step), hence the recipe's own, faster rate for log alpha (submission/configs/pvae.gin), and short
-runs show ``expected_open`` falling well before ``active_dims`` drops.
+Speed: Adam moves log alpha by at most ~lr per step, and a surplus gate must travel from its start (log alpha 6 in the
+recipe) to below -log 11 ~ -2.4 for the test-time gate hard-tanh(sigma(log alpha)(zeta - gamma) + gamma) to shut, hence
+the recipe's own, faster rate for log alpha (submission/configs/pvae.gin).
 """
 import gin
 
@@ -48,7 +30,7 @@ from .dip import batch_covariance, dip_penalty
 @gin.configurable
 class PVAEObjective(Objective):
     """See the module docstring; ``diagonal_target`` is "mask" (t_i = batch mean of m_i, the default: gates can prune)
-    or "one" (NOTES' literal t_i = 1, kept for comparison: gates never shut)."""
+    or "one" (the literal t_i = 1, kept for comparison: gates never shut)."""
 
     name = "pvae"
 

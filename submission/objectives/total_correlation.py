@@ -16,7 +16,7 @@ def gaussian_log_density_matrix(z, mu, logvar):
 
 
 def stratified_log_weights(batch_size: int, dataset_size: int, device=None):
-    """log W of the minibatch-stratified sampler (Chen et al. appendix C.2, as written in shared/NOTES.md):
+    """log W of the minibatch-stratified sampler (Chen et al. appendix C.2; docs/methods.md):
     1/(B-1) everywhere, 1/N on the diagonal, (N-B+1)/(N(B-1)) on W[i, i+1] and on W[B-2, 0]."""
     b, n = batch_size, dataset_size
     m = b - 1

@@ -7,7 +7,6 @@ as ``{"event": "finished", ...}``. Reading is tolerant: unreadable lines and rec
 key that some records lack is simply missing from those points. KL per dimension is read from a list under a key such
 as ``kl_per_dim``, or from scalar keys ``kl_dim_0``, ``kl_dim_1``, ...
 """
-import json
 import math
 import re
 
@@ -24,24 +23,9 @@ KL_LIST = re.compile(r"^kl(?:_per)?_dims?$")
 
 
 def read_log(path: str):
-    """(records with a numeric "step", number of lines skipped)."""
-    records, skipped = [], 0
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:        # e.g. a line cut short by a kill
-                skipped += 1
-                continue
-            if isinstance(record, dict) and "event" in record:     # start/finish events: not a point on a curve
-                continue
-            if isinstance(record, dict) and is_number(record.get("step")):
-                records.append(record)
-            else:
-                skipped += 1
-    return records, skipped
+    """(records with a numeric "step", number of lines skipped), through the trainer's one reader."""
+    from submission.training_log import window_records
+    return window_records(path)
 
 
 def is_number(value):

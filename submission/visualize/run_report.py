@@ -14,7 +14,7 @@ import sys
 import numpy as np
 import torch
 
-from submission.files import JobLayout, run_files
+from submission.files import JobLayout, first_line, run_files
 from submission.progress import progress
 
 from . import curves, factor_response, html_report, metric_charts, output_files, samples, traversals
@@ -56,7 +56,7 @@ def load_dataset(name: str, data_dir: str = None):
     try:
         return get_dataset(name, data_dir=data_dir)
     except DatasetError as exc:
-        raise VisualizeError(str(exc).splitlines()[0]) from None
+        raise VisualizeError(first_line(exc, typed=False)) from None
 
 
 def _png(image) -> bytes:
@@ -239,7 +239,7 @@ def write_training_report(run_dir: str, model, dataset) -> str:
     try:
         path = write_run_report(run_dir, model=model, dataset=dataset)
     except Exception as exc:
-        print(f"report: skipped ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})",
+        print(f"report: skipped ({first_line(exc)})",
               file=sys.stderr, flush=True)
         return None
     print(f"report: {path}", file=sys.stderr, flush=True)

@@ -42,8 +42,9 @@ class ModelView:
         try:
             out = torch.cat(self._batches(x, lambda b: forward(b).float()))
         except RuntimeError as exc:     # e.g. a 3-channel model on a 1-channel dataset
-            first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise VisualizeError(f"{self.source} fails on images of shape {tuple(x.shape[1:])} ({first_line}): "
+            from submission.files import first_line
+            shape, line = tuple(x.shape[1:]), first_line(exc, typed=False)
+            raise VisualizeError(f"{self.source} fails on images of shape {shape} ({line}): "
                                  f"expected a model for this dataset") from None
         if out.ndim != 2:
             raise VisualizeError(f"{self.source} returns shape {tuple(out.shape)} for a batch of images: expected (N, D)")

@@ -1,4 +1,5 @@
-"""Write a dataset (usually a procedural one) in the official npz format, so the npz path is exercised end to end.
+"""Test helper: write a dataset (usually a procedural one) in the official npz format, so the npz path is exercised end
+to end.
 
 MPI3D format: key ``images`` (N, 64, 64, 3) uint8.  dSprites format: ``imgs`` (N, 64, 64) uint8 in {0, 1}, plus
 ``latents_classes`` and ``latents_values`` (N, 6) with the constant colour factor first, as in the official file.
