@@ -48,6 +48,8 @@ def _evaluate_parser():
     parser.add_argument("--job_dir", default=None, help="report progress to this job directory's progress.jsonl "
                                                         "(the pipeline sets it)")
     parser.add_argument("--grader_span", default="0,1", help="this stage's share a,b of the job's progress bar")
+    parser.add_argument("--grading", action="store_true",
+                        help="also send the progress to the grader's events client (the pipeline sets it when grading)")
     parser.add_argument("--device", default="cpu",
                         help="where the model encodes: cpu (default, like the reference) or cuda / cuda:N; codes from a "
                              "GPU can differ from the CPU's by float rounding, and the report says so")
@@ -78,7 +80,7 @@ def _evaluate(argv):
     report = run(args.model, args.dataset, args.output, metrics=args.metrics, reference=args.reference,
                  quick=args.quick, gin_files=args.gin_file, gin_bindings=args.gin_binding, batch_size=args.batch_size,
                  jobs=args.jobs, data_dir=args.data_dir, device=args.device,
-                 grader=(args.job_dir, _span(args.grader_span)) if args.job_dir else None)
+                 grader=(args.job_dir, _span(args.grader_span), args.grading) if args.job_dir else None)
     print(format_table(report["info"]))
     return 1 if report["errors"] else 0
 

@@ -25,6 +25,7 @@ import numpy as np
 import gin
 
 from submission.files import first_line as _first_line
+from submission.metrics.infomec import infomec
 from submission.metrics import (active_dimensions, batched, evaluation_mode, gaussian_total_correlation,
                                 mutual_information_concentration, reconstruction_of, sampled_tc_of)
 
@@ -36,11 +37,13 @@ GROUPS = {
     "gaussian_tc": ("gaussian_tc",),
     "reconstruction": ("reconstruction_nll", "reconstruction_mse"),
     "sampled_tc": ("sampled_tc",),
+    "infomec": ("infom", "infoe", "infoc", "infomec_active_codes"),
 }
 # What the table shows, in order: key -> label.
 SUMMARY = {"mic": "MIC", "active_dims": "active dims", "gaussian_tc": "Gaussian TC",
            "reconstruction_nll": "reconstruction NLL", "reconstruction_mse": "reconstruction MSE",
-           "sampled_tc": "sampled TC (aggregate posterior)"}
+           "sampled_tc": "sampled TC (aggregate posterior)", "infom": "InfoM (modularity)",
+           "infoe": "InfoE (explicitness)", "infoc": "InfoC (compactness)"}
 # Why a metric is skipped for a TorchScript export (it maps images to the posterior means, nothing more).
 NO_DECODER = "needs the decoder, which a TorchScript export lacks: pass the kit checkpoint (train/checkpoint.pt)"
 NO_POSTERIOR = "needs the posterior's variances, which a TorchScript export lacks: pass the kit checkpoint"
@@ -77,6 +80,7 @@ def extra_metrics(ground_truth_data, representation_function, random_state, mode
     attempt("mic", lambda: mutual_information_concentration(codes, factors))
     attempt("active_dims", lambda: active_dimensions(codes))
     attempt("gaussian_tc", lambda: gaussian_total_correlation(codes))
+    attempt("infomec", lambda: infomec(codes, factors))
     model_samples = min(int(model_samples), int(num_samples))
     if model is None:
         skipped.update({"reconstruction": NO_DECODER, "sampled_tc": NO_POSTERIOR})

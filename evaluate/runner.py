@@ -65,11 +65,11 @@ class _CountingRepresentation:
 
 
 def _report_progress(run, fraction):
-    """Tell the job's progress bar (``run.grader``: (job directory, span), given when evaluating as a pipeline stage)."""
+    """Tell the job's progress bar (``run.grader``: (job directory, span, grading), given when evaluating as a
+    pipeline stage)."""
     if run.grader is not None:
         try:
-            import aicrowd_helpers
-            aicrowd_helpers.register_progress(fraction, *run.grader)
+            run.events.register_progress(fraction, run.grader[1])
         except Exception:  # the evaluator's results never depend on the progress bar
             pass
 
@@ -79,6 +79,9 @@ class _Run:
 
     def __init__(self, output_dir, metrics, quick, gin_files, gin_bindings, model=None, grader=None):
         self.output_dir, self.metrics, self.grader = output_dir, metrics, grader
+        if grader is not None:
+            from aicrowd_helpers import Events
+            self.events = Events(grader[0], *grader[2:])
         self.config = dict(quick=quick, gin_files=gin_files, gin_bindings=gin_bindings)
         self.model = model  # the kit model behind a checkpoint (the extra metrics' decoder), or None
         self.results, self.errors, self.seconds = {}, {}, {}
@@ -355,7 +358,7 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
     if EXTRA in metrics:
         info["extra"] = _extra_info(state)
     layout = JobLayout(output_dir)
-    write_scores(scores, layout.scores)
+    write_scores(scores, layout.scores, extras=(info.get("extra") or {}).get("values"))
     atomic_write_json(info, layout.evaluation_run)
     return {"scores": scores, "results": state.results, "errors": state.errors, "info": info}
 

@@ -199,8 +199,12 @@ def run_files(run_dir: str) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------------ scores
-def write_scores(scores: dict, path: str) -> None:
-    atomic_write_json({key: scores.get(key) for key in LEADERBOARD_KEYS}, path)
+def write_scores(scores: dict, path: str, extras: dict = None) -> None:
+    """The five leaderboard numbers, and under ``extras`` the metrics that are never among them (MIC, InfoMEC, ...)."""
+    payload = {key: scores.get(key) for key in LEADERBOARD_KEYS}
+    if extras:
+        payload["extras"] = dict(extras)
+    atomic_write_json(payload, path)
 
 
 def read_scores(path: str) -> dict:

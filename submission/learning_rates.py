@@ -55,15 +55,19 @@ class LearningRates:
     scheduler, ``scale(factor)`` lowers every rate after a rollback."""
 
     def __init__(self, model, objective, learning_rate: float, adam_betas=(0.9, 0.999), lr_multipliers=None,
-                 lr_factor=1.0, lr_scheduler=None, plateau_factor=0.95, plateau_patience=0, plateau_interval=500):
+                 lr_factor=1.0, lr_scheduler=None, plateau_factor=0.95, plateau_patience=0, plateau_interval=500,
+                 weight_decay: float = 0.0):
         groups = parameter_groups(model, objective, lr_multipliers)
         self.base_lr, self.lr_factor, self.lr_scale = float(learning_rate), lr_factor, 1.0
         self.group_factors = [factor for _, factor, _ in groups]
         start = Clock(0, 0.0)
-        self.optimizer = torch.optim.Adam(
+        # Decoupled weight decay (AdamW, Loshchilov & Hutter 2019) when asked for (QLAE's recipe); plain Adam otherwise.
+        optimizer, extra = (torch.optim.AdamW, {"weight_decay": float(weight_decay)}) if weight_decay else \
+            (torch.optim.Adam, {})
+        self.optimizer = optimizer(
             [{"params": params, "name": name,
               "lr": self.base_lr * value_at(factor, start) * value_at(lr_factor, start)}
-             for name, factor, params in groups], betas=tuple(adam_betas))
+             for name, factor, params in groups], betas=tuple(adam_betas), **extra)
         self.scheduled = callable(lr_factor) or any(callable(f) for f in self.group_factors)
         self.torch_schedule = _torch_schedule(lr_scheduler, plateau_factor, plateau_patience, plateau_interval)
         if self.torch_schedule is not None and self.scheduled:

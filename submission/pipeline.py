@@ -19,7 +19,7 @@ from submission.stages import StageFailed, StageInterrupted, TrainingPlan, evalu
 from submission.data.registry import OWN_DATA_PREFIX
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = ("pvae", "betatcvae")
+MODELS = ("pvae", "betatcvae", "qlae")
 
 # Pretraining gets this share of the training budget when no pretrained checkpoint exists yet.
 PRETRAIN_SHARE = 0.4
@@ -218,8 +218,9 @@ def plan_budget(job: JobConfig, need_pretrain: bool) -> tuple:
     return pretrain_s, train_s - pretrain_s
 
 
-def run(job: JobConfig) -> dict:
-    """Run the whole job; return the scores (empty when evaluation is off)."""
+def run(job: JobConfig, events=None) -> dict:
+    """Run the whole job; return the scores (empty when evaluation is off). ``events``: the job's
+    ``aicrowd_helpers.Events`` (default: one for its directory)."""
     start = time.monotonic()
     short = job.short_run_file is not None
     need_pretrain = not short and not os.path.exists(job.pretrained_checkpoint)
@@ -229,14 +230,16 @@ def run(job: JobConfig) -> dict:
     if short:
         print(f"short run (budget under {SHORT_RUN_S // 60} minutes): {os.path.relpath(job.short_run_file, REPO_ROOT)} "
               f"on top of the recipe, no pretraining (SHORT_RUN_SETTINGS=off: the recipe as is)", flush=True)
-    aicrowd_helpers.execution_start(job.output_dir)
+    events = events or aicrowd_helpers.Events(job.output_dir, job.grading)
+    events.execution_start()
     bindings = () if job.channels == 3 else (f"model.channels = {job.channels}",)
     if bindings:
         print(f"{job.dataset} has {job.channels}-channel images: the model is built with model.channels = "
               f"{job.channels}", flush=True)
     # The recipes' schedules run over the whole job: pretraining is their first PRETRAIN_SHARE, fine-tuning the rest
     # (also when the pretrained checkpoint came from an earlier job: it went through that first part).
-    plan = TrainingPlan(tuple(job.gin_files), bindings, job.seed, PRETRAIN_SHARE, job.data_dir, job.output_dir)
+    plan = TrainingPlan(tuple(job.gin_files), bindings, job.seed, PRETRAIN_SHARE, job.data_dir, job.output_dir,
+                        job.grading)
     train_end = 0.9 if job.evaluate else 1.0
     pretrain_end = train_end * pretrain_s / (pretrain_s + finetune_s)
     if need_pretrain:
@@ -265,13 +268,14 @@ def run(job: JobConfig) -> dict:
         # Exit code 1: some metric failed, the others' results are written and worth showing.
         _run_stage("evaluate", evaluate_args(job.export_path, job.dataset, job.output_dir,
                                              quick=job.eval_settings == "quick", data_dir=job.data_dir,
-                                             job_dir=job.output_dir, grader_span=(train_end, 1.0)), ok_codes=(0, 1))
+                                             job_dir=job.output_dir, grader_span=(train_end, 1.0),
+                                             grading=job.grading), ok_codes=(0, 1))
         scores = read_scores(job.layout.scores)
         # The run report was written at the end of training; write it again with the scores in it.
         _run_stage("report", ["submission.visualize", "--run", job.output_dir, "--data_dir", job.data_dir],
                    ok_codes=(0, 1, 2))
-    aicrowd_helpers.register_progress(1.0, job.output_dir)
-    aicrowd_helpers.submit({"representation": job.export_path, "scores": scores}, job.output_dir)
+    events.register_progress(1.0)
+    events.submit({"representation": job.export_path, "scores": scores})
     print(f"\nrepresentation: {job.export_path}")
     report = os.path.join(job.layout.report_dir, "report.html")
     if os.path.exists(report):
@@ -297,15 +301,16 @@ def main() -> int:
     except ArtifactError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    events = aicrowd_helpers.Events(job.output_dir, job.grading)
     try:
-        run(job)
+        run(job, events)
     except (Interrupted, KeyboardInterrupt) as exc:
         line = str(exc) or "Ctrl-C between stages; what the stages wrote is saved (rerun ./run.sh to continue)"
-        aicrowd_helpers.execution_error(line, job.output_dir)
+        events.execution_error(line)
         print(f"stopped: {line}", file=sys.stderr)
         return 130
     except StageFailed as exc:
-        aicrowd_helpers.execution_error(str(exc), job.output_dir)
+        events.execution_error(str(exc))
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

@@ -40,6 +40,7 @@ class TrainingPlan:
     pretrain_share: float = 0.4
     data_dir: str = None
     job_dir: str = None
+    grading: bool = False          # the grader's events client gets the progress too
 
     def _common(self, span, grader_span, output, budget_s, max_steps) -> list:
         args = [arg for path in self.gin_files for arg in ("--gin_file", path)]
@@ -48,7 +49,8 @@ class TrainingPlan:
         if self.data_dir:
             args += ["--data_dir", self.data_dir]
         if self.job_dir:
-            args += ["--job_dir", self.job_dir, "--grader_span", f"{grader_span[0]:.4f},{grader_span[1]:.4f}"]
+            args += ["--job_dir", self.job_dir, "--grader_span", f"{grader_span[0]:.4f},{grader_span[1]:.4f}",
+                     *(["--grading"] if self.grading else [])]
         args += ["--output", output, "--budget", f"{budget_s:.0f}s" if budget_s else "10000h", "--seed", str(self.seed)]
         return args + (["--max_steps", str(max_steps)] if max_steps else [])
 
@@ -68,11 +70,12 @@ class TrainingPlan:
 
 
 def evaluate_args(model, dataset, output, quick=False, data_dir=None, job_dir=None, grader_span=(0.0, 1.0),
-                  jobs=None) -> list:
+                  jobs=None, grading=False) -> list:
     """``python -m evaluate`` arguments."""
     return ["evaluate", "--model", model, "--dataset", dataset, "--output", output,
             *(["--data_dir", data_dir] if data_dir else []),
             *(["--job_dir", job_dir, "--grader_span", f"{grader_span[0]:.4f},{grader_span[1]:.4f}"] if job_dir else []),
+            *(["--grading"] if job_dir and grading else []),
             *(["--jobs", str(jobs)] if jobs else []), *(["--quick"] if quick else [])]
 
 

@@ -29,11 +29,15 @@ def build_parser(prog: str, pretrain: bool) -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max_steps", type=int, default=None, help="iteration cap (default: the recipe's)")
     parser.add_argument("--no_report", action="store_true", help="skip the visual report written after training")
+    parser.add_argument("--tensorboard", action="store_true", help="also log scalars and images for TensorBoard under "
+                                                                   "OUTPUT/tensorboard/")
     parser.add_argument("--data_dir", default=None, help="where dataset files live (default: $DISENTANGLEMENT_LIB_DATA, "
                                                          "else ./scratch/dataset)")
     parser.add_argument("--job_dir", default=None, help="the job directory whose progress.jsonl gets the challenge's "
                                                         "progress events (default: the one around --output)")
     parser.add_argument("--grader_span", default="0,1", help="this stage's share a,b of the job's progress bar")
+    parser.add_argument("--grading", action="store_true",
+                        help="also send the progress to the grader's events client (the pipeline sets it when grading)")
     if not pretrain:
         parser.add_argument("--init_from", default=None, help="pretrained checkpoint to start from")
         parser.add_argument("--export", default=None, help="TorchScript path (default DIR/../representation/...)")
@@ -80,7 +84,7 @@ def run(args, pretrain: bool = False, start_time: float = None) -> dict:
     from submission.hardware import seed_everything
     from submission.models import make_model
     from submission.objectives import make_objective
-    from submission.trainer import Trainer, check_architecture
+    from submission.trainer import Trainer
     from submission.training_hooks import GraderProgress
 
     init = None
@@ -95,7 +99,7 @@ def run(args, pretrain: bool = False, start_time: float = None) -> dict:
         raise ValueError(f"dataset {dataset_name} has {channels}-channel images, but the recipe builds a "
                          f"{model.channels}-channel model: add --gin_binding 'model.channels = {channels}'")
     if init is not None:
-        check_architecture(init, model, init_from)
+        checkpoints.check_architecture(init, model, init_from)
     objective = make_objective()
     job = files.JobLayout(args.job_dir) if args.job_dir else files.JobLayout.around(args.output)
     export_path = None if pretrain else (args.export or job.export)
@@ -104,12 +108,12 @@ def run(args, pretrain: bool = False, start_time: float = None) -> dict:
                       start_time=time.monotonic() if start_time is None else start_time, export_path=export_path,
                       run_info={"dataset": dataset_name, "role": "pretrain" if pretrain else "train",
                                 "init_from": init_from},
-                      hooks=[GraderProgress(job.root, _span(args.grader_span))], **extra)
+                      hooks=[GraderProgress(job.root, _span(args.grader_span), args.grading)], **extra)
     print(f"training on {trainer.device.type}: {'bf16 autocast' if trainer.bf16 else 'fp32'}"
           f"{', channels-last' if trainer.channels_last else ''}, batches "
           f"{f'{trainer.batches.depth} ahead in a thread' if trainer.batches.depth else 'drawn inline'}, "
           f"{trainer.compiler.state()} (training.precision / channels_last / prefetch / compile)", file=sys.stderr)
-    if trainer.tensorboard:                  # pictures need the visualize package; the trainer itself does not
+    if args.tensorboard:                     # pictures need the visualize package; the trainer itself does not
         from submission.visualize import TensorBoardHook
         trainer.hooks.hooks.append(TensorBoardHook(os.path.join(args.output, "tensorboard"), dataset))
     if init is not None and not os.path.exists(trainer.checkpoint_path):

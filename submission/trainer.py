@@ -1,19 +1,16 @@
 """The one trainer for every method: budget, iteration cap, checkpoints, resume, and the deadline guarantee.
 
-It never knows which method it runs: it asks the objective for named loss terms and minimises their sum. It only
-trains: the files it leaves are ``submission.files``'s and ``submission.checkpoints``'s, the learning rates ``submission.learning_rates``'s, the
-batches ahead ``submission.prefetch``'s, the device and precision ``submission.hardware``'s, the compiled view of the
-model ``submission.compiled``'s, the log ``submission.training_log``'s, and what it tells the world goes through hooks (``submission.training_hooks``).
+It never knows which method it runs: it minimises the sum of the objective's named loss terms. The files it leaves are
+``submission.files``'s and ``submission.checkpoints``'s; learning rates, batches, device and precision, the compiled
+view, the log and the hooks are their own modules'.
 
-The deadline guarantee: an export of the latest good model exists before the budget ends, whatever happens.
-  * an export is written (and verified) before the first step and with every periodic checkpoint;
-  * the loop stops while the time left still covers one more checkpoint + export, a safety margin and a slow step
-    (2x the 90th percentile of the last 20 step times, leaving out each process's first few warm-up steps);
-  * a NaN/inf loss rolls back to the last good in-memory snapshot with a lower learning rate (or stops after too many);
-  * SIGTERM/SIGINT stop the loop at the end of the current step; the final checkpoint + export are still written;
-  * any other error writes the export from the last good snapshot before it propagates.
-Checkpoints load with ``weights_only=True``, the last two are kept; one run per output directory (``RunLock``).
+The deadline guarantee (an export of the latest good model exists before the budget ends, whatever happens): an export
+is written before the first step and with every checkpoint; the loop stops while the time left still covers a
+checkpoint, an export, a margin and a slow step (2x the p90 of recent steps, warm-up left out); a NaN/inf loss rolls
+back to the last good in-memory snapshot at a lower rate; SIGTERM/SIGINT end the loop after the current step; any
+other error writes the export from that snapshot before it propagates. One run per output directory (``RunLock``).
 """
+import copy
 import os
 import signal
 import time
@@ -34,27 +31,8 @@ from submission.training_hooks import Hooks
 from submission.training_log import TrainingLog
 
 
-def _clone(tree):
-    """A deep copy of a state tree (the in-memory snapshot a rollback returns to), tensors detached and cloned."""
-    import copy
-    if isinstance(tree, torch.Tensor):
-        return tree.detach().clone()
-    if isinstance(tree, dict):
-        return {k: _clone(v) for k, v in tree.items()}
-    if isinstance(tree, (list, tuple)):
-        return type(tree)(_clone(v) for v in tree)
-    return copy.deepcopy(tree)
-
-
 class TrainingError(ValueError):
     """A bad input to training (a checkpoint that does not fit the recipe, ...): one line for a person."""
-
-
-def check_architecture(checkpoint: dict, model, path: str) -> None:
-    try:
-        checkpoints.check_architecture(checkpoint, model, path)
-    except ArtifactError as exc:
-        raise TrainingError(str(exc)) from None
 
 
 @gin.configurable("training", denylist=["model", "objective", "dataset", "output_dir", "seed", "rng", "budget_s",
@@ -75,8 +53,9 @@ class Trainer:
                  channels_last: str = "auto", device: str = "auto", checkpoint_every_s: float = 60.0,
                  log_every_s: float = 10.0, snapshot_every: int = 200, max_rollbacks: int = 3,
                  rollback_lr_factor: float = 0.5, safety_margin_s: float = 3.0, export_estimate_s: float = 5.0,
-                 warmup_steps: int = 3, prefetch="auto", tensorboard: bool = False, lr_multipliers: dict = None,
-                 lr_factor=1.0, progress_span=(0.0, 1.0), compile="auto"):
+                 warmup_steps: int = 3, prefetch="auto", lr_multipliers: dict = None,
+                 lr_factor=1.0, progress_span=(0.0, 1.0), compile="auto", weight_decay: float = 0.0,
+                 grad_clip: float = None):
         self.budget = Deadline(start_time, budget_s, safety_margin_s, warmup_steps)
         self.start_time, self.deadline = self.budget.start_time, self.budget.at
         self.output_dir, self.export_path = output_dir, export_path
@@ -103,14 +82,13 @@ class Trainer:
             self.objective = objective.to(self.device)
             self.objective.setup(dataset)
             self.rates = LearningRates(self.model, self.objective, learning_rate, adam_betas, lr_multipliers, lr_factor,
-                                       lr_scheduler, plateau_factor, plateau_patience, plateau_interval)
+                                       lr_scheduler, plateau_factor, plateau_patience, plateau_interval, weight_decay)
         except (LearningRateError, ValueError) as exc:
             raise TrainingError(str(exc)) from None
-        self.optimizer = self.rates.optimizer
+        self.optimizer, self.grad_clip = self.rates.optimizer, grad_clip   # grad_clip: a max global norm, or None
 
         self.step_count, self.rollbacks, self.train_seconds, self._stop_signal, self._snapshot = 0, 0, 0.0, None, None
         self.export_seconds, self.save_seconds = (float(export_estimate_s) if export_path else 0.0), 1.0
-        self.tensorboard = bool(tensorboard)   # read by the CLI, which attaches the TensorBoard hook
         self.log = TrainingLog(output_dir, log_every_s)
         self.hooks = Hooks(hooks, log=self.log.line)
         self.batches = BatchFeed(dataset, batch_size, self.rng, self.device, self.channels_last, depth,
@@ -165,8 +143,9 @@ class Trainer:
         return True
 
     def init_from(self, checkpoint: dict, path: str) -> None:
-        """Fine-tuning: start from a pretrained model (and objective state when it is the same method)."""
-        check_architecture(checkpoint, self.model, path)
+        """Fine-tuning: start from a pretrained model (and objective state when it is the same method); a checkpoint of
+        another architecture is an ArtifactError (a ValueError: one line)."""
+        checkpoints.check_architecture(checkpoint, self.model, path)
         self.model.load_state_dict(checkpoint["model"])
         if checkpoint.get("objective") == self.objective.name:
             self.objective.load_state_dict(checkpoint["objective_state"])
@@ -226,6 +205,8 @@ class Trainer:
                 raise
             self.compiler.failed_with(exc)       # before the optimiser changed anything: redo this batch eagerly
             return self.step((x, factors))
+        if self.grad_clip:                        # on the device: no read-back
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.optimizer.step()
         self.objective.after_step(self.step_count)
         return loss, terms
@@ -238,7 +219,7 @@ class Trainer:
         self.log.line(f"non-finite loss at step {self.step_count} ({bad})" + (
             f" after {self.max_rollbacks} rollbacks: stopping with the last good model (step {self._snapshot['step']})"
             if giving_up else f": rolling back to step {self._snapshot['step']} with learning rate x{scale:g}"))
-        self.load_state_dict(_clone(self._snapshot), restore_rng=False)
+        self.load_state_dict(copy.deepcopy(self._snapshot), restore_rng=False)
         self.rollbacks = rollbacks
         if not giving_up:
             self.rates.scale(scale)
@@ -272,7 +253,7 @@ class Trainer:
                                     os.path.join(self.output_dir, "config.gin"))
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
         self.model.train()
-        self._snapshot = _clone(self.state_dict())
+        self._snapshot = copy.deepcopy(self.state_dict())
         reason = None
         try:
             self.export()                       # an export exists from the first second on
@@ -324,7 +305,7 @@ class Trainer:
             self.log.add(terms, loss, self.objective.kl_per_dim())
             self.rates.after_step(loss)
             if self.step_count % self.snapshot_every == 0:
-                self._snapshot = _clone(self.state_dict())
+                self._snapshot = copy.deepcopy(self.state_dict())
             now = time.monotonic()
             if self.log.due(now, self.step_count == self.max_steps):
                 head = {**self.rates.rates(), "progress": round(self.progress_reached, 5)}
@@ -335,7 +316,7 @@ class Trainer:
                 self.hooks.call("on_progress", self._stage_fraction())
                 last_progress = now
             if now - last_checkpoint >= self.checkpoint_every_s:
-                self._snapshot = _clone(self.state_dict())
+                self._snapshot = copy.deepcopy(self.state_dict())
                 self.save_checkpoint(self._snapshot)
                 self.export()
                 self.hooks.call("on_checkpoint", self)
@@ -346,7 +327,7 @@ class Trainer:
         if self._snapshot is None:
             return
         try:
-            self.load_state_dict(_clone(self._snapshot), restore_rng=False)
+            self.load_state_dict(copy.deepcopy(self._snapshot), restore_rng=False)
             self.save_checkpoint(self._snapshot)
             self.export()
             self.log.line(f"error during training: wrote the last good model (step {self._snapshot['step']})")

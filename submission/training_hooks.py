@@ -32,14 +32,14 @@ class TrainingHook:
 
 class GraderProgress(TrainingHook):
     """The stage's progress, as its ``span`` of the whole job, to the challenge's event log in ``job_dir``
-    (``aicrowd_helpers.register_progress``)."""
+    (``aicrowd_helpers.Events``; ``grading``: also to the grader's client)."""
 
-    def __init__(self, job_dir: str = None, span=(0.0, 1.0)):
-        self.job_dir, self.span = job_dir, tuple(span)
+    def __init__(self, job_dir: str, span=(0.0, 1.0), grading: bool = False):
+        from aicrowd_helpers import Events
+        self.events, self.span = Events(job_dir, grading), tuple(span)
 
     def on_progress(self, fraction: float) -> None:
-        from aicrowd_helpers import register_progress
-        register_progress(fraction, self.job_dir, self.span)
+        self.events.register_progress(fraction, self.span)
 
 
 class Hooks:

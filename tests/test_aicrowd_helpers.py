@@ -1,4 +1,3 @@
-import importlib
 import json
 import os
 import sys
@@ -8,12 +7,9 @@ import pytest
 
 
 @pytest.fixture
-def helpers(tmp_path, monkeypatch):
-    monkeypatch.setenv("AICROWD_OUTPUT_PATH", str(tmp_path))
-    monkeypatch.setenv("AICROWD_EVALUATION_NAME", "run1")
-    monkeypatch.delenv("AICROWD_IS_GRADING", raising=False)
-    import aicrowd_helpers
-    return importlib.reload(aicrowd_helpers)
+def helpers(tmp_path):
+    from aicrowd_helpers import Events
+    return Events(str(tmp_path / "run1"))
 
 
 def _events(tmp_path):
@@ -43,9 +39,10 @@ def test_progress_span_maps_stage_fraction_and_never_goes_back(helpers, tmp_path
 
 
 def test_failing_sinks_never_raise(helpers, tmp_path, monkeypatch, capsys):
+    from aicrowd_helpers import Events
     blocker = tmp_path / "file"
     blocker.write_text("")
-    monkeypatch.setenv("AICROWD_OUTPUT_PATH", str(blocker))  # a file: the log cannot be created under it
+    helpers = Events(str(blocker / "run1"))                   # under a file: the log cannot be created
     helpers.register_progress("not a number")
     helpers.register_progress(0.3)
     helpers.submit(None)
@@ -70,7 +67,8 @@ def test_grader_client_receives_events_and_its_failures_are_swallowed(helpers, t
     module = types.ModuleType("crowdai_api")
     module.events = types.SimpleNamespace(CrowdAIEvents=FakeEvents)
     monkeypatch.setitem(sys.modules, "crowdai_api", module)
-    monkeypatch.setenv("AICROWD_IS_GRADING", "1")
+    from aicrowd_helpers import Events
+    helpers = Events(str(tmp_path / "run1"), grading=True)    # the entry point read AICROWD_IS_GRADING
     helpers.execution_start()
     helpers.register_progress(0.1)  # the client raises here; training must go on
     helpers.submit({})

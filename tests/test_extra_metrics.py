@@ -95,3 +95,55 @@ def test_factor_capture_matches_closed_forms_on_known_codes():
     assert halves["captured"] == []
     noise = factor_capture(rng.normal(size=(20000, 5)), factors, names)
     assert noise["captured_factors"] == 0 and all(v < 0.05 for v in noise["capture_nmi"].values())
+
+
+# --- InfoMEC (Hsu et al. 2023) ---------------------------------------------------------------------------------------
+def _factor_grid_sample(n=4000, seed=0):
+    rng = np.random.default_rng(seed)
+    return np.stack([rng.integers(0, k, n) for k in (6, 4, 3, 10)], axis=1)
+
+
+def _standard(factors, noise=0.01, seed=1):
+    rng = np.random.default_rng(seed)
+    z = factors.astype(float) + rng.normal(0, noise, factors.shape)
+    return (z - z.mean(0)) / z.std(0)
+
+
+def test_infomec_of_the_factors_themselves_is_near_one():
+    from submission.metrics.infomec import infomec
+    factors = _factor_grid_sample()
+    scores = infomec(_standard(factors), factors)
+    assert scores["infom"] > 0.95 and scores["infoc"] > 0.85 and scores["infoe"] > 0.8, scores
+    assert scores["infomec_active_codes"] == 4
+
+
+def test_a_rotation_keeps_explicitness_but_costs_modularity_and_compactness():
+    from submission.metrics.infomec import infomec
+    factors = _factor_grid_sample()
+    z = _standard(factors)
+    rotation = np.linalg.qr(np.random.default_rng(2).normal(size=(4, 4)))[0]
+    aligned, rotated = infomec(z, factors), infomec(z @ rotation, factors)
+    assert rotated["infoe"] >= aligned["infoe"] - 0.05                 # the same information, linearly
+    assert rotated["infom"] < aligned["infom"] - 0.3 and rotated["infoc"] < aligned["infoc"] - 0.3, rotated
+
+
+def test_pure_noise_explains_nothing():
+    from submission.metrics.infomec import infomec, normalised_mutual_information
+    factors = _factor_grid_sample()
+    noise = np.random.default_rng(3).normal(size=(len(factors), 4))
+    assert infomec(noise, factors)["infoe"] < 0.02
+    assert normalised_mutual_information(noise, factors).max() < 0.02
+
+
+def test_a_duplicated_factor_is_noticed_by_compactness_and_modularity():
+    """A factor coded twice spreads over two codes; two factors that always agree share one code. Closed forms, with
+    shares of 1/2 for the split and 1 elsewhere over 4 factors: InfoC = ((1/2 + 3) / 4 - 1/5) / (1 - 1/5) with 5
+    codes, and InfoM = ((1/2 + 3) / 4 - 1/5) / (1 - 1/5) with 5 factors: both 0.84375 (1 before)."""
+    from submission.metrics.infomec import infomec
+    factors = _factor_grid_sample()
+    z = _standard(factors)
+    split = ((0.5 + 3) / 4 - 1 / 5) / (1 - 1 / 5)
+    twice = infomec(np.concatenate([z, z[:, :1] + np.random.default_rng(4).normal(0, 0.01, (len(z), 1))], 1), factors)
+    assert twice["infoc"] == pytest.approx(split, abs=0.02) and twice["infom"] > 0.95, twice
+    agreeing = infomec(z, np.concatenate([factors, factors[:, :1]], 1))
+    assert agreeing["infom"] == pytest.approx(split, abs=0.02) and agreeing["infoc"] > 0.95, agreeing

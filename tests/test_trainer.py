@@ -58,7 +58,6 @@ def _prefetch_threads():
 
 @pytest.fixture(autouse=True)
 def _local_progress_log(tmp_path, monkeypatch):
-    monkeypatch.setenv("AICROWD_OUTPUT_PATH", str(tmp_path / "events"))
     yield
     assert not _prefetch_threads(), "a batch prefetch thread outlived its run"
 
@@ -381,7 +380,7 @@ def test_a_step_reads_nothing_back_from_the_device_between_log_windows(tmp_path,
     windows no step calls ``Tensor.item`` or ``float(tensor)`` (on a GPU each would stop the host)."""
     import inspect
     # What the loop does at a window or checkpoint boundary (and the hooks it calls there), not in a step.
-    boundary = {"close_window", "diagnostics", "save_checkpoint", "export", "state_dict", "_clone", "call", "_rollback"}
+    boundary = {"close_window", "diagnostics", "save_checkpoint", "export", "state_dict", "deepcopy", "call", "_rollback"}
     outside = []
     real_item, real_float = torch.Tensor.item, torch.Tensor.__float__
 

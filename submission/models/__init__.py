@@ -33,4 +33,4 @@ __all__ = ["ARCHITECTURES", "HEADS", "MODELS", "GaussianVAE", "PrunedVAE", "Hard
            "register_model"]
 
 # Every model kind registers itself, so build_model() rebuilds any checkpoint without importing the zoo first.
-from . import conditional, joint, sparse_coding  # noqa: E402,F401  (kinds cvae, pjvae, vsc)
+from . import conditional, joint, quantized, sparse_coding  # noqa: E402,F401  (kinds cvae, pjvae, qlae, vsc)

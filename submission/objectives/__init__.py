@@ -1,7 +1,7 @@
 """Objectives: one file per method, each only its loss terms. ``make_objective`` is the recipe's entry point."""
 import gin
 
-from . import beta_vae, betatcvae, pvae  # noqa: F401  (registers the methods)
+from . import beta_vae, betatcvae, pvae, qlae  # noqa: F401  (registers the methods)
 from .base import (OBJECTIVES, Objective, bernoulli_reconstruction, build_objective, gaussian_kl_per_dim,
                    register_objective)
 

@@ -9,6 +9,8 @@ from submission.files import LEADERBOARD_KEYS
 
 from .sources import VisualizeError
 
+BOUNDED_EXTRAS = ("extras.infom", "extras.infoe", "extras.infoc")
+
 
 def flatten_numbers(tree, prefix: str = "") -> dict:
     """{"a": {"b": 1.0}} -> {"a.b": 1.0}; only finite numbers are kept."""
@@ -31,7 +33,9 @@ def read_scores(path: str) -> dict:
     except json.JSONDecodeError as exc:
         raise VisualizeError(f"scores file {path} is not JSON ({exc.msg} at line {exc.lineno}): expected evaluate's "
                              f"scores.json") from None
-    flat = flatten_numbers(scores)
+    # The five leaderboard numbers and, from "extras", the ones on the same 0-1 scale (InfoMEC); not TC or NLL.
+    flat = {name: value for name, value in flatten_numbers(scores).items()
+            if not name.startswith("extras.") or name in BOUNDED_EXTRAS}
     if not flat:
         raise VisualizeError(f"scores file {path} holds no numbers: expected evaluate's scores.json")
     return flat
