@@ -249,6 +249,12 @@ def test_a_full_disk_inside_torch_save_is_said_as_such_and_the_old_checkpoint_st
 
 
 # --- Ctrl-C ----------------------------------------------------------------------------------------------------------
+def _ctrl_c_default():
+    """Ctrl-C as at a terminal: a suite started in the background by a shell inherits SIGINT ignored, and so would the
+    processes under test."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_when(proc, ready, timeout=120):
     start = time.monotonic()
     while not ready():
@@ -264,7 +270,7 @@ def test_ctrl_c_in_training_saves_skips_the_report_and_exits_130(tmp_path):
     args = [a for a in TINY if a != "--no_report"]
     proc = subprocess.Popen([sys.executable, "-m", "submission.train", *args, "--output", str(run), "--budget", "5m",
                              "--max_steps", "100000"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=_ctrl_c_default)
     _, err = _interrupt_when(proc, lambda: (tmp_path / "representation" / "pytorch_model.pt").exists())
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "stopped by SIGINT" in err.strip().splitlines()[-1]
@@ -280,7 +286,7 @@ def test_ctrl_c_in_evaluation_is_one_line_exit_130_and_no_partial_results(tmp_pa
     out = tmp_path / "eval"
     proc = subprocess.Popen([sys.executable, "-m", "evaluate", "--model", export, "--dataset", "mpi3d_sim_toy",
                              "--output", str(out), "--quick"], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_default)
     _, err = _interrupt_when(proc, lambda: (out / "metrics").exists())
     lines = [line for line in err.splitlines() if line.strip() and not line.startswith("[")]
     assert proc.returncode == 130 and "Traceback" not in err, err
@@ -351,7 +357,7 @@ def test_ctrl_c_in_run_sh_is_one_stopped_line_and_exit_130(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AICROWD_", "MODEL", "BUDGET", "SEED"))}
     env.update(AICROWD_OUTPUT_PATH=str(tmp_path / "out"), BUDGET="2m", EVALUATE="0", KIT_PRECISION="fp32")
     proc = subprocess.Popen(["./run.sh"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, preexec_fn=_ctrl_c_default)
     export = tmp_path / "out" / "local_evaluation" / "representation" / "pytorch_model.pt"
     start = time.monotonic()
     while not export.exists():
