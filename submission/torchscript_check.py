@@ -71,7 +71,13 @@ def _allowed(call: ast.Call, own: set) -> bool:
     if isinstance(func, ast.Name):
         return func.id in BUILTINS or func.id in own
     if name is None or name.split(".")[0] not in ("torch", "ops", "__torch__"):
-        return isinstance(func, ast.Attribute) and func.attr in own      # a method the archive defines (forward, ...)
+        if not isinstance(func, ast.Attribute):
+            return False
+        if func.attr in PURE_OPS:                                        # a pure op in method form
+            return True
+        # A method the archive defines (forward, ...), unless it shadows a tensor method that is not a pure op: a
+        # crafted archive could define a dummy method of that name and then call the tensor's own.
+        return func.attr in own and not hasattr(_tensor_type(), func.attr)
     parts = name.split(".")
     if parts[0] == "torch" and parts[1:2] == ["ops"]:
         parts = parts[1:]
@@ -80,6 +86,11 @@ def _allowed(call: ast.Call, own: set) -> bool:
     if parts[0] == "ops" and len(parts) == 3:
         return (parts[1] == "aten" and parts[2] in PURE_OPS) or (parts[1] == "prim" and parts[2] in PRIM_OPS)
     return parts[0] == "__torch__" and parts[-1] in own                   # a function the archive defines
+
+
+def _tensor_type():
+    import torch
+    return torch.Tensor
 
 
 def _code_files(archive: zipfile.ZipFile) -> dict:

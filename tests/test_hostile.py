@@ -385,3 +385,19 @@ def test_own_images_of_another_size_are_refused_up_front_and_one_channel_builds_
         else:
             assert read_config(env).channels == 1
         assert sorted(p.name for p in tmp_path.iterdir() if p.suffix != ".h5") == []   # no conversion, no output
+
+
+def test_a_method_that_shadows_a_tensor_method_is_refused(tmp_path):
+    """A crafted archive cannot call a tensor's own impure method by defining a dummy method of the same name."""
+    import zipfile
+    path, _ = _crafted(tmp_path, _Saver)
+    crafted = tmp_path / "shadow.pt"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(crafted, "w") as out:
+        for item in source.infolist():
+            data = source.read(item.filename)
+            if "/code/" in item.filename and item.filename.endswith(".py"):
+                data = data.replace(b"    torch.save(x, path)\n", b"    _s = (x).share_memory_()\n")
+                data += b"  def share_memory_(self: __torch__._Saver) -> NoneType:\n    return None\n"
+            out.writestr(item, data)
+    with pytest.raises(UnsafeTorchScript, match=r"calls \(?x\)?\.share_memory_"):
+        check_torchscript(str(crafted))
