@@ -112,20 +112,27 @@ def test_a_torchscript_file_that_would_run_code_is_refused_and_writes_nothing(tm
         checkpoints.load_model_file(path)
 
 
-def test_pickles_that_name_other_objects_are_refused(tmp_path):
+def _edited_saver(tmp_path, name, code=lambda text: text, pickle=None):
+    """The ``_Saver`` archive rewritten: ``code`` edits its serialized code, ``pickle`` replaces its constants.pkl."""
     import zipfile
     path, _ = _crafted(tmp_path, _Saver)
-    crafted = tmp_path / "crafted.pt"
+    crafted = tmp_path / name
     with zipfile.ZipFile(path) as source, zipfile.ZipFile(crafted, "w") as out:
         for item in source.infolist():
             data = source.read(item.filename)
             if "/code/" in item.filename and item.filename.endswith(".py"):
-                data = data.replace(b"    torch.save(x, path)\n", b"")
-            if item.filename.endswith("constants.pkl"):
-                data = b"\x80\x02cos\nsystem\nq\x00."                   # a GLOBAL to os.system
+                data = code(data)
+            if pickle is not None and item.filename.endswith("constants.pkl"):
+                data = pickle
             out.writestr(item, data)
+    return str(crafted)
+
+
+def test_pickles_that_name_other_objects_are_refused(tmp_path):
+    crafted = _edited_saver(tmp_path, "crafted.pt", lambda text: text.replace(b"    torch.save(x, path)\n", b""),
+                            pickle=b"\x80\x02cos\nsystem\nq\x00.")          # a GLOBAL to os.system
     with pytest.raises(UnsafeTorchScript, match=r"constants\.pkl refers to os\.system"):
-        check_torchscript(str(crafted))
+        check_torchscript(crafted)
 
 
 def test_every_recipes_export_passes_the_check(tmp_path):
@@ -389,15 +396,9 @@ def test_own_images_of_another_size_are_refused_up_front_and_one_channel_builds_
 
 def test_a_method_that_shadows_a_tensor_method_is_refused(tmp_path):
     """A crafted archive cannot call a tensor's own impure method by defining a dummy method of the same name."""
-    import zipfile
-    path, _ = _crafted(tmp_path, _Saver)
-    crafted = tmp_path / "shadow.pt"
-    with zipfile.ZipFile(path) as source, zipfile.ZipFile(crafted, "w") as out:
-        for item in source.infolist():
-            data = source.read(item.filename)
-            if "/code/" in item.filename and item.filename.endswith(".py"):
-                data = data.replace(b"    torch.save(x, path)\n", b"    _s = (x).share_memory_()\n")
-                data += b"  def share_memory_(self: __torch__._Saver) -> NoneType:\n    return None\n"
-            out.writestr(item, data)
+    def shadow(text):
+        text = text.replace(b"    torch.save(x, path)\n", b"    _s = (x).share_memory_()\n")
+        return text + b"  def share_memory_(self: __torch__._Saver) -> NoneType:\n    return None\n"
+
     with pytest.raises(UnsafeTorchScript, match=r"calls \(?x\)?\.share_memory_"):
-        check_torchscript(str(crafted))
+        check_torchscript(_edited_saver(tmp_path, "shadow.pt", shadow))
