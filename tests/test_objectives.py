@@ -7,7 +7,8 @@ import torch
 from submission.schedules import Clock, Linear
 
 from submission.models import make_model
-from submission.objectives import bernoulli_reconstruction, build_objective, gaussian_kl_per_dim
+from submission.objectives import (bernoulli_reconstruction, build_objective, gaussian_kl_per_dim,
+                                   gaussian_reconstruction)
 from submission.objectives.total_correlation import stratified_log_weights, total_correlation
 from submission.objectives.dip import batch_covariance, dip_penalty
 
@@ -21,6 +22,34 @@ def test_bernoulli_reconstruction_brute_force():
             p = 1 / (1 + math.exp(-v_logit))
             total += -(v_x * math.log(p) + (1 - v_x) * math.log(1 - p))
     assert bernoulli_reconstruction(logits, x).item() == pytest.approx(total / 3, rel=1e-5)
+
+
+def test_calibrated_gaussian_brute_force():
+    """sigma is the batch's RMSE; -log N(x; sigmoid(logit), sigma) summed over pixels, averaged over images."""
+    torch.manual_seed(1)
+    logits, x = torch.randn(3, 2, 2, 2), torch.rand(3, 2, 2, 2)
+    means = [1 / (1 + math.exp(-v)) for v in logits.flatten().tolist()]
+    errors = [(v - m) ** 2 for v, m in zip(x.flatten().tolist(), means)]
+    variance = sum(errors) / len(errors)
+    total = sum(0.5 * math.log(2 * math.pi * variance) + e / (2 * variance) for e in errors)
+    assert gaussian_reconstruction(logits, x).item() == pytest.approx(total / 3, rel=1e-5)
+    # A perfect reconstruction is bounded by the scale's floor, not minus infinity.
+    exact = gaussian_reconstruction(torch.logit(x), x).item()
+    assert math.isfinite(exact) and exact == pytest.approx(8 * 0.5 * math.log(2 * math.pi * 1e-6), rel=1e-3)
+
+
+def test_likelihood_is_the_recipes_choice():
+    torch.manual_seed(2)
+    model = make_model(kind="vae", architecture="mlp", latent_dim=3).eval()
+    x = torch.rand(4, 3, 64, 64)
+    objective = build_objective("beta_vae", likelihood="gaussian")
+    torch.manual_seed(3)
+    terms = objective(model, x, None, 0)
+    torch.manual_seed(3)
+    out = model(x)
+    assert terms["reconstruction"].item() == pytest.approx(gaussian_reconstruction(out["logits"], x).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="likelihood 'poisson' is unknown"):
+        build_objective("beta_vae", likelihood="poisson")
 
 
 def test_gaussian_kl_against_numerical_integration():

@@ -9,6 +9,8 @@ KL per dimension for the training curves: an objective computes its closed-form 
 detached and on the device, as ``objective.kl_per_dim()``; the trainer averages it over each logging window. Objectives
 without a Gaussian posterior KL (VSC's spike-and-slab, a non-Gaussian prior) have none.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -27,6 +29,31 @@ def bernoulli_reconstruction(logits, x):
     """-log p(x|z) for Bernoulli pixels: binary cross-entropy summed over pixels, averaged over the batch."""
     per_pixel = F.binary_cross_entropy_with_logits(logits.float(), x.float(), reduction="none")
     return per_pixel.flatten(1).sum(1).mean()
+
+
+# The calibrated Gaussian's scale never falls below this (0.1% of the pixel range): a decoder that reproduces a batch
+# exactly would otherwise send log sigma to minus infinity.
+MIN_GAUSSIAN_SIGMA = 1e-3
+
+
+def gaussian_reconstruction(logits, x):
+    """-log p(x|z) for Gaussian pixels with mean sigmoid(logits) and one scale for every pixel, set to its maximum-
+    likelihood value on the batch: sigma^2 = the batch's mean squared error (the calibrated decoder, "optimal sigma", of
+    Rybkin, Daniilidis and Levine 2021, Sec. 4), floored at MIN_GAUSSIAN_SIGMA. Summed over pixels, averaged over the
+    batch. sigma^2 is held constant in the gradient: at its optimum the loss's derivative in sigma is zero, so the
+    gradient is the same either way.
+
+    Against Bernoulli pixels, the pull toward detail grows as the error falls (1 / (2 sigma^2) per squared error), so
+    small regions that a blurry reconstruction gives up are worth more (docs/methods.md, "Likelihoods").
+    """
+    mean = torch.sigmoid(logits.float())
+    squared = (x.float() - mean).pow(2)
+    variance = squared.mean().detach().clamp_min(MIN_GAUSSIAN_SIGMA ** 2)
+    per_pixel = 0.5 * (squared / variance + variance.log() + math.log(2 * math.pi))
+    return per_pixel.flatten(1).sum(1).mean()
+
+
+LIKELIHOODS = {"bernoulli": bernoulli_reconstruction, "gaussian": gaussian_reconstruction}
 
 
 def gaussian_kl_per_dim(mu, logvar):
@@ -64,10 +91,15 @@ class Objective(LossModule):
     """Base class of every method: a LossModule that also keeps the last call's KL per dimension."""
 
     name = "objective"
+    likelihood = "bernoulli"          # p(x|z): a key of LIKELIHOODS (the recipe's ``objective.likelihood``)
 
     def __init__(self):
         super().__init__()
         self._kl_per_dim = None
+
+    def reconstruction(self, logits, x):
+        """-log p(x|z) under the objective's likelihood, summed over pixels, averaged over the batch."""
+        return LIKELIHOODS[self.likelihood](logits, x)
 
     def __call__(self, *args, **kwargs):
         self._kl_per_dim = None         # this call's, from its first gaussian_kl
@@ -86,7 +118,11 @@ class Objective(LossModule):
         return getattr(self, "_kl_per_dim", None)
 
 
-def build_objective(name: str) -> Objective:
+def build_objective(name: str, likelihood: str = "bernoulli") -> Objective:
     if name not in OBJECTIVES:
         raise ValueError(f"objective {name!r} is unknown: expected one of {sorted(OBJECTIVES)}")
-    return OBJECTIVES[name]()
+    if likelihood not in LIKELIHOODS:
+        raise ValueError(f"likelihood {likelihood!r} is unknown: expected one of {sorted(LIKELIHOODS)}")
+    objective = OBJECTIVES[name]()
+    objective.likelihood = likelihood
+    return objective

@@ -23,7 +23,7 @@ from torch import nn
 
 from submission.schedules import value_at
 
-from .base import LossModule, Objective, bernoulli_reconstruction, register_objective
+from .base import LossModule, Objective, register_objective
 from .total_correlation import total_correlation
 
 
@@ -93,7 +93,7 @@ class Composite(Objective):
             kl_loss = self.capacity_weight * (kl - capacity).abs()
         else:
             kl_loss = value_at(self.beta, step) * kl
-        reconstruction = bernoulli_reconstruction(out["logits"], x)
+        reconstruction = self.reconstruction(out["logits"], x)
         return {"reconstruction": value_at(self.reconstruction_weight, step) * reconstruction, "kl": kl_loss}
 
     def forward(self, model, x, factors, step):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from submission.models.conditional import split_attribute_logits
 from submission.models.side_network import SideNetwork, mlp
 
-from .base import Objective, bernoulli_reconstruction, register_objective
+from .base import Objective, register_objective
 
 
 def attribute_cross_entropy(logits, factors, sizes):
@@ -61,7 +61,7 @@ class CVAE(Objective):
         out = model(x, factors)
         kl = self.gaussian_kl(out["mu"], out["logvar"]).sum()
         self.record(kl=kl.detach())
-        return out, {"reconstruction": bernoulli_reconstruction(out["logits"], x), "kl": self.beta * kl}
+        return out, {"reconstruction": self.reconstruction(out["logits"], x), "kl": self.beta * kl}
 
     def forward(self, model, x, factors, step):
         return self.elbo(model, x, factors)[1]

@@ -20,7 +20,7 @@ import math
 import gin
 import torch
 
-from .base import Objective, bernoulli_reconstruction, gaussian_kl_per_dim, register_objective
+from .base import Objective, gaussian_kl_per_dim, register_objective
 from .infovae import IMQ_SCALES, mmd_unbiased
 
 LOG_2PI = math.log(2.0 * math.pi)
@@ -125,5 +125,5 @@ class Decomposition(Objective):
         else:
             d = aggregate_kl_estimate(z, mu, logvar, self.prior)
         self.record(kl=kl.detach(), divergence=d.detach())
-        return {"reconstruction": bernoulli_reconstruction(out["logits"], x), "kl": self.beta * kl,
+        return {"reconstruction": self.reconstruction(out["logits"], x), "kl": self.beta * kl,
                 "divergence": self.alpha * d}

@@ -10,7 +10,7 @@ remainder, and so on. The KL term is the usual beta * KL over all dimensions.
 import gin
 import torch
 
-from .base import Objective, bernoulli_reconstruction, register_objective
+from .base import Objective, register_objective
 
 
 def group_bounds(latent_dim: int, groups: int):
@@ -45,7 +45,7 @@ class GroupedVAE(Objective):
         posterior = model.encode(x)
         z = model.sample_latent(posterior)
         bounds = group_bounds(z.shape[1], self.groups)
-        reconstruction = sum(bernoulli_reconstruction(model.decoder(zp), x) for zp in prefix_latents(z, bounds))
+        reconstruction = sum(self.reconstruction(model.decoder(zp), x) for zp in prefix_latents(z, bounds))
         kl = self.gaussian_kl(posterior["mu"], posterior["logvar"]).sum()
         self.record(kl=kl.detach())
         return {"reconstruction": reconstruction, "kl": self.beta * kl}

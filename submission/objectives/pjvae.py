@@ -9,7 +9,7 @@ import torch
 
 from submission.schedules import Linear, value_at
 
-from .base import Objective, bernoulli_reconstruction, register_objective
+from .base import Objective, register_objective
 from .dip import batch_covariance, dip_penalty
 
 
@@ -45,7 +45,7 @@ class PJVAEObjective(Objective):
         capacity = value_at(schedule, step)
         self.record(kl=kl.detach(), discrete_kl=discrete_kl.detach(), discrete_capacity=capacity,
                     active_dims=model.active_dimensions(), unmasked_kl=self.gaussian_kl(mu, logvar).detach().sum())
-        return {"reconstruction": bernoulli_reconstruction(out["logits"], x), "kl": kl,
+        return {"reconstruction": self.reconstruction(out["logits"], x), "kl": kl,
                 "dip": dip_penalty(batch_covariance(mask * mu), self.lambda_od, self.lambda_d),
                 "l0": self.tau * open_probability.sum(),
                 "discrete_kl": self.discrete_weight * (discrete_kl - capacity).abs()}

@@ -22,7 +22,7 @@ import gin
 
 from submission.schedules import value_at
 
-from .base import Objective, bernoulli_reconstruction, register_objective
+from .base import Objective, register_objective
 from .dip import batch_covariance, dip_penalty
 
 
@@ -56,5 +56,5 @@ class PVAEObjective(Objective):
                     expected_open=open_probability.detach().sum(),
                     unmasked_kl=self.gaussian_kl(mu, logvar).detach().sum(), tau=tau)
         dip = dip_penalty(cov, value_at(self.lambda_od, step), value_at(self.lambda_d, step), target)
-        return {"reconstruction": bernoulli_reconstruction(out["logits"], x), "kl": kl, "dip": dip,
+        return {"reconstruction": self.reconstruction(out["logits"], x), "kl": kl, "dip": dip,
                 "l0": tau * open_probability.sum()}

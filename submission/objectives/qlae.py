@@ -13,7 +13,7 @@ The representation is the continuous code z_c (``submission.models.quantized``).
 """
 import gin
 
-from .base import Objective, bernoulli_reconstruction, register_objective
+from .base import Objective, register_objective
 
 
 @register_objective("qlae")
@@ -32,6 +32,6 @@ class QLAEObjective(Objective):
         quantization = ((continuous.detach() - quantized) ** 2).mean(dim=1).mean()
         commitment = ((continuous - quantized.detach()) ** 2).mean(dim=1).mean()
         self.record(codebook_spread=model.codebooks.values.detach().std(dim=1).mean())
-        return {"reconstruction": bernoulli_reconstruction(out["logits"], x),
+        return {"reconstruction": self.reconstruction(out["logits"], x),
                 "quantization": pixels * self.quantization_weight * quantization,
                 "commitment": pixels * self.commitment_weight * commitment}

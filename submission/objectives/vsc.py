@@ -12,7 +12,7 @@ import torch
 
 from submission.schedules import Linear, value_at
 
-from .base import Objective, bernoulli_reconstruction, register_objective
+from .base import Objective, register_objective
 
 SPIKE_EPS = 1e-6
 
@@ -50,4 +50,4 @@ class VariationalSparseCoding(Objective):
         spike = torch.exp(out["log_spike"].detach().float())
         self.record(kl=kl.detach(), sharpness=float(model.sharpness), mean_spike=spike.mean(),
                     active_dims=(spike.mean(0) > 0.5).sum())
-        return {"reconstruction": bernoulli_reconstruction(out["logits"], x), "kl": self.beta * kl}
+        return {"reconstruction": self.reconstruction(out["logits"], x), "kl": self.beta * kl}
