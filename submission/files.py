@@ -288,7 +288,7 @@ class RunLock:
         self._file = None
 
     def __enter__(self):
-        return self.acquire()
+        return self if self._file is not None else self.acquire()    # a lock already acquired is kept
 
     def __exit__(self, *exc_info):
         self.release()

@@ -84,9 +84,9 @@ class LearningRates:
             group["lr"] = factor * value_at(multiplier, clock)
 
     def after_step(self, loss) -> None:
-        """``loss``: the step's loss (a tensor); read on the host only when a torch schedule needs it."""
+        """``loss``: the step's loss (a tensor), kept on the device: a torch schedule reads its losses in one go."""
         if self.torch_schedule is not None:
-            self.torch_schedule.step(float(loss.detach()))
+            self.torch_schedule.step(loss.detach())
 
     def scale(self, new_scale: float) -> None:
         """Set the rollback scale: every rate moves by new_scale / the current scale."""
@@ -103,7 +103,7 @@ class LearningRates:
         return {"optimizer": self.optimizer.state_dict(),
                 "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
                 "lr_scale": self.lr_scale,
-                "lr_schedule_pending": [] if self.torch_schedule is None else list(self.torch_schedule.pending)}
+                "lr_schedule_pending": [] if self.torch_schedule is None else self.torch_schedule.pending_values()}
 
     def load_state_dict(self, state: dict) -> None:
         self.optimizer.load_state_dict(state["optimizer"])

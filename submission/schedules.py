@@ -159,16 +159,28 @@ class TorchLRSchedule:
         self.scheduler = getattr(torch.optim.lr_scheduler, self.name)(optimizer, **self.kwargs)
         return self.scheduler
 
-    def step(self, loss: float = None) -> None:
+    def step(self, loss=None) -> None:
+        """``loss``: the step's loss, a float or a tensor; a tensor stays on its device until ``every`` steps are in,
+        then all of them are read back at once (a step never waits for the device)."""
         if self.scheduler is None:
             raise RuntimeError("TorchLRSchedule.step was called before attach(optimizer)")
-        self.pending.append(float("nan") if loss is None else float(loss))
+        self.pending.append(float("nan") if loss is None else loss)
         if len(self.pending) < self.every:
             return
         if self.name == "ReduceLROnPlateau":
-            if any(math.isnan(v) for v in self.pending):
+            if any(isinstance(v, float) and math.isnan(v) for v in self.pending):
                 raise ValueError("ReduceLROnPlateau needs the loss: call TorchLRSchedule.step(loss)")
-            self.scheduler.step(sum(self.pending) / len(self.pending))
+            self.scheduler.step(_stacked(self.pending).mean().item())
         else:
             self.scheduler.step()
         self.pending = []
+
+    def pending_values(self) -> list:
+        """The losses since the scheduler's last step, as floats (one read-back for all of them): for checkpoints."""
+        return _stacked(self.pending).tolist() if self.pending else []
+
+
+def _stacked(values) -> torch.Tensor:
+    """Floats and 0-d tensors as one fp32 tensor on the tensors' device (no read-back)."""
+    device = next((v.device for v in values if isinstance(v, torch.Tensor)), None)
+    return torch.stack([torch.as_tensor(v, dtype=torch.float32, device=device).reshape(()) for v in values])

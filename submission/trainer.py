@@ -1,14 +1,13 @@
 """The one trainer for every method: budget, iteration cap, checkpoints, resume, and the deadline guarantee.
 
-It never knows which method it runs: it minimises the sum of the objective's named loss terms. The files it leaves are
-``submission.files``'s and ``submission.checkpoints``'s; learning rates, batches, device and precision, the compiled
-view, the log and the hooks are their own modules'.
+It minimises the sum of the objective's named loss terms, never knowing the method. Files, learning rates, batches,
+device and precision, the compiled view, the log, divergence and the hooks are their own modules'.
 
 The deadline guarantee (an export of the latest good model exists before the budget ends, whatever happens): an export
 is written before the first step and with every checkpoint; the loop stops while the time left still covers a
-checkpoint, an export, a margin and a slow step (2x the p90 of recent steps, warm-up left out); a NaN/inf loss rolls
-back to the last good in-memory snapshot at a lower rate; SIGTERM/SIGINT end the loop after the current step; any
-other error writes the export from that snapshot before it propagates. One run per output directory (``RunLock``).
+checkpoint, an export, a margin and a slow step (2x the p90 of recent steps, warm-up left out); a NaN/inf loss, found at
+the next boundary (no step waits for the device), rolls back to the last good snapshot at a lower rate; SIGTERM/SIGINT
+end the loop after the current step; any other error writes the export from that snapshot before it propagates.
 """
 import copy
 import os
@@ -24,6 +23,7 @@ from submission.files import CHECKPOINT_NAME, ArtifactError
 from submission.checkpoints import CHECKPOINT_FORMAT
 from submission.budget import Deadline
 from submission.compiled import CompiledModel, resolve_compile
+from submission.divergence import NonFiniteWatch
 from submission.learning_rates import LearningRateError, LearningRates
 from submission.prefetch import BatchFeed
 from submission.schedules import Clock
@@ -94,6 +94,7 @@ class Trainer:
         self.batches = BatchFeed(dataset, batch_size, self.rng, self.device, self.channels_last, depth,
                                  log=self.log.line)
         self.compiler = CompiledModel(self.model, compiling, log=self.log.line)   # the objective's view of the model
+        self.watch = NonFiniteWatch(self.device)
 
     # ----------------------------------------------------------------------------------------------- state
     def state_dict(self) -> dict:
@@ -186,8 +187,8 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- one step
     def step(self, batch=None):
-        """One optimiser step on ``batch`` (default: ``next_batch()``): (loss, terms); loss is None, and nothing was
-        changed, when the loss is not finite."""
+        """One optimiser step on ``batch`` (default: ``next_batch()``): (loss, terms), tensors on the device. Nothing is
+        read back: a non-finite loss is the loop's to find at its next boundary."""
         x, factors = self.next_batch() if batch is None else batch
         clock = self.clock()
         self.rates.before_step(clock)
@@ -196,8 +197,6 @@ class Trainer:
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 terms = self.objective(self.compiler.view(), x, factors, clock)
             loss = sum(terms.values())
-            if not torch.isfinite(loss):
-                return None, terms
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
         except Exception as exc:
@@ -211,15 +210,15 @@ class Trainer:
         self.objective.after_step(self.step_count)
         return loss, terms
 
-    def _rollback(self, terms) -> bool:
+    def _rollback(self) -> bool:
         """A non-finite loss: restore the last good snapshot with a lower learning rate; False when out of tries."""
-        self.rollbacks += 1
-        bad, rollbacks = {k: float(v.detach()) for k, v in terms.items()}, self.rollbacks
-        scale, giving_up = self.rates.lr_scale * self.rollback_lr_factor, self.rollbacks > self.max_rollbacks
-        self.log.line(f"non-finite loss at step {self.step_count} ({bad})" + (
+        rollbacks, scale = self.rollbacks + 1, self.rates.lr_scale * self.rollback_lr_factor
+        giving_up = rollbacks > self.max_rollbacks
+        self.log.line(f"non-finite loss at step {self.watch.bad_step}" + (
             f" after {self.max_rollbacks} rollbacks: stopping with the last good model (step {self._snapshot['step']})"
             if giving_up else f": rolling back to step {self._snapshot['step']} with learning rate x{scale:g}"))
         self.load_state_dict(copy.deepcopy(self._snapshot), restore_rng=False)
+        self.log.discard_window()               # its sums hold the bad steps
         self.rollbacks = rollbacks
         if not giving_up:
             self.rates.scale(scale)
@@ -236,16 +235,14 @@ class Trainer:
     def run(self) -> dict:
         os.makedirs(self.output_dir, exist_ok=True)
         try:
-            lock = files.RunLock(self.output_dir, "training run").__enter__()
+            lock = files.RunLock(self.output_dir, "training run").acquire()
         except ArtifactError as exc:
             raise TrainingError(str(exc)) from None
-        export_dir = os.path.dirname(os.path.abspath(self.export_path)) if self.export_path else self.output_dir
-        for directory in {self.output_dir, export_dir}:
-            files.remove_temporaries(directory)      # left by a killed run's writes (ours: we hold the lock)
-        try:
+        with lock:
+            export_dir = os.path.dirname(os.path.abspath(self.export_path)) if self.export_path else self.output_dir
+            for directory in {self.output_dir, export_dir}:
+                files.remove_temporaries(directory)      # left by a killed run's writes (ours: we hold the lock)
             return self._run_locked()
-        finally:
-            lock.__exit__(None, None, None)
 
     def _run_locked(self) -> dict:
         self.resume_if_possible()
@@ -288,26 +285,31 @@ class Trainer:
         last_checkpoint = last_progress = time.monotonic()
         while True:
             reason = self._stop_reason()
-            if reason:
+            if reason and self.watch.take() is not None and not self._rollback():   # never end on a diverged model
+                return "diverged"
+            if reason and not (reason == "max_steps" and self.step_count < self.max_steps):   # (unless rolled back)
                 return reason
             self.compiler.before_step(self.budget.time_left() - self.reserve_s())
             t0 = time.monotonic()
             loss, terms = self.step()
             self.compiler.after_step(time.monotonic() - t0)
-            if loss is None:
-                if not self._rollback(terms):
-                    return "diverged"
-                continue
             self.step_count += 1
+            self.watch.add(self.step_count, loss)
             dt = time.monotonic() - t0
             self.train_seconds += dt
             self.budget.record_step_time(dt)
             self.log.add(terms, loss, self.objective.kl_per_dim())
             self.rates.after_step(loss)
-            if self.step_count % self.snapshot_every == 0:
-                self._snapshot = copy.deepcopy(self.state_dict())
             now = time.monotonic()
-            if self.log.due(now, self.step_count == self.max_steps):
+            log_due, checkpoint_due = self.log.due(now, self.step_count == self.max_steps), \
+                now - last_checkpoint >= self.checkpoint_every_s
+            if log_due or checkpoint_due or self.step_count % self.snapshot_every == 0:   # a boundary
+                if self.watch.take() is not None:
+                    if not self._rollback():
+                        return "diverged"
+                    continue
+                self._snapshot = copy.deepcopy(self.state_dict())     # checked: the new last good state
+            if log_due:
                 head = {**self.rates.rates(), "progress": round(self.progress_reached, 5)}
                 record = self.log.close_window(now, self.step_count, now - self.start_time, head,
                                                self.objective.diagnostics())
@@ -315,8 +317,7 @@ class Trainer:
             if now - last_progress >= 5.0:
                 self.hooks.call("on_progress", self._stage_fraction())
                 last_progress = now
-            if now - last_checkpoint >= self.checkpoint_every_s:
-                self._snapshot = copy.deepcopy(self.state_dict())
+            if checkpoint_due:
                 self.save_checkpoint(self._snapshot)
                 self.export()
                 self.hooks.call("on_checkpoint", self)

@@ -100,6 +100,10 @@ class TrainingLog:
         if self.bar is not None:
             self.bar.update(1)
 
+    def discard_window(self) -> None:
+        """Forget the open window's numbers (a rollback: they include the steps it undid)."""
+        self._reset(time.monotonic())
+
     def due(self, now: float, last_step: bool) -> bool:
         return self.steps > 0 and (now - self.start >= self.every_s or last_step)
 

@@ -158,6 +158,18 @@ def test_nan_loss_rolls_back_with_a_lower_learning_rate(tmp_path):
     assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
 
 
+def test_a_nan_in_the_last_step_is_found_before_the_final_checkpoint(tmp_path):
+    """The NaN check is read at boundaries only; the end of the run is one: the final checkpoint is never diverged."""
+    trainer = _trainer(tmp_path, kind="vae", objective="beta_vae", snapshot_every=1000)
+    trainer.objective = NaNOnce(bad_steps={20})         # the last step; the only snapshot is the start
+    summary = trainer.run()
+    assert summary["stopped"] == "max_steps" and summary["rollbacks"] == 1 and summary["step"] == 20
+    assert trainer.objective.calls == 40                # rolled back to step 0, then 20 good steps
+    state = load_checkpoint(str(tmp_path / "checkpoint.pt"))
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert all(np.isfinite(r["loss"]) for r in _log(tmp_path) if "loss" in r)
+
+
 def test_repeated_nan_stops_with_the_last_good_model(tmp_path):
     trainer = _trainer(tmp_path, kind="vae", objective="beta_vae", snapshot_every=5, max_rollbacks=2,
                        export_path=str(tmp_path / "rep" / "pytorch_model.pt"))
@@ -360,7 +372,7 @@ def test_any_torch_scheduler_through_gin_and_plateau_state_resumes(tmp_path):
     assert len(plateau.rates.torch_schedule.pending) == 1  # 5 steps: one average taken, one loss pending
     resumed = _trainer(tmp_path / "plateau", max_steps=5, lr_scheduler="plateau", plateau_interval=4)
     assert resumed.resume_if_possible()
-    assert resumed.rates.torch_schedule.pending == plateau.rates.torch_schedule.pending
+    assert resumed.rates.torch_schedule.pending_values() == plateau.rates.torch_schedule.pending_values()
 
 
 def test_train_api_budget_counts_from_the_call_not_the_import(tmp_path, monkeypatch):
@@ -374,15 +386,19 @@ def test_train_api_budget_counts_from_the_call_not_the_import(tmp_path, monkeypa
     assert train.run(train.build_parser("submission.train", pretrain=False).parse_args(argv))["step"] == 2
 
 
-@pytest.mark.parametrize("objective, kind", [("pvae", "pvae"), ("beta_vae", "vae")])
+@pytest.mark.parametrize("objective, kind", [("pvae", "pvae"), ("beta_vae", "vae"), ("betatcvae", "vae"),
+                                             ("factorvae", "vae"), ("dipvae_i", "vae"), ("qlae", "qlae")])
 def test_a_step_reads_nothing_back_from_the_device_between_log_windows(tmp_path, monkeypatch, objective, kind):
     """Every loss term, the loss and the objective's diagnostics stay tensors until a log window closes: between two
-    windows no step calls ``Tensor.item`` or ``float(tensor)`` (on a GPU each would stop the host)."""
+    windows no step calls ``Tensor.item``, ``float``, ``int`` or ``bool`` on a tensor (on a GPU each would stop the
+    host): the NaN check included, which is read at the boundaries."""
     import inspect
+    import submission.objectives.zoo  # noqa: F401  (FactorVAE, DIP-VAE: the recipes import it)
     # What the loop does at a window or checkpoint boundary (and the hooks it calls there), not in a step.
-    boundary = {"close_window", "diagnostics", "save_checkpoint", "export", "state_dict", "deepcopy", "call", "_rollback"}
+    boundary = {"close_window", "diagnostics", "save_checkpoint", "export", "state_dict", "deepcopy", "call", "_rollback",
+                "take"}
     outside = []
-    real_item, real_float = torch.Tensor.item, torch.Tensor.__float__
+    real = {name: getattr(torch.Tensor, name) for name in ("item", "__float__", "__int__", "__bool__")}
 
     def counted(real):
         def conversion(self, *args):
@@ -394,9 +410,11 @@ def test_a_step_reads_nothing_back_from_the_device_between_log_windows(tmp_path,
             return real(self, *args)
         return conversion
 
+    import gin
+    gin.bind_parameter("FactorVAE.latent_dim", 4)   # the tiny model's codes
     trainer = _trainer(tmp_path / "run", kind=kind, objective=objective, max_steps=12, log_every_s=1e9)
-    monkeypatch.setattr(torch.Tensor, "item", counted(real_item))
-    monkeypatch.setattr(torch.Tensor, "__float__", counted(real_float))
+    for name, method in real.items():
+        monkeypatch.setattr(torch.Tensor, name, counted(method))
     summary = trainer.run()
     monkeypatch.undo()
     assert summary["step"] == 12 and outside == [], outside

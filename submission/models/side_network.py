@@ -23,8 +23,9 @@ class SideNetwork(nn.Module):
     def forward(self, inputs):
         return self.network(inputs)
 
-    def update(self, loss_fn) -> float:
-        """One optimiser step on ``loss_fn(network)`` (inputs must be detached); returns the loss."""
+    def update(self, loss_fn) -> torch.Tensor:
+        """One optimiser step on ``loss_fn(network)`` (inputs must be detached); returns the loss, detached, on the
+        device (nothing read back)."""
         self._set_trainable(True)
         try:
             device = next(self.network.parameters()).device.type
@@ -35,7 +36,7 @@ class SideNetwork(nn.Module):
             self.optimizer.step()
         finally:
             self._set_trainable(False)
-        return float(loss.detach())
+        return loss.detach()
 
     def get_extra_state(self):
         return {"optimizer": self.optimizer.state_dict()}

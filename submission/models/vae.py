@@ -89,6 +89,10 @@ class PrunedVAE(GaussianVAE):
     def representation(self, x):
         return self.encode(x)["mu"].float() * self.gate.deterministic()
 
+    def open_gates(self, threshold: float = 0.0):
+        """How many test-time gates are open, as a tensor on the device (an objective records it every step)."""
+        return (self.gate.deterministic() > threshold).sum()
+
     def active_dimensions(self, threshold: float = 0.0) -> int:
         """The estimated intrinsic dimension: latents whose test-time gate is open."""
-        return int((self.gate.deterministic() > threshold).sum())
+        return int(self.open_gates(threshold))

@@ -44,7 +44,7 @@ class PJVAEObjective(Objective):
         schedule = self.discrete_capacity or Linear(0.0, math.log(out["alpha"].shape[1]), self.discrete_capacity_steps)
         capacity = value_at(schedule, step)
         self.record(kl=kl.detach(), discrete_kl=discrete_kl.detach(), discrete_capacity=capacity,
-                    active_dims=model.active_dimensions(), unmasked_kl=self.gaussian_kl(mu, logvar).detach().sum())
+                    active_dims=model.open_gates(), unmasked_kl=self.gaussian_kl(mu, logvar).detach().sum())
         return {"reconstruction": self.reconstruction(out["logits"], x), "kl": kl,
                 "dip": dip_penalty(batch_covariance(mask * mu), self.lambda_od, self.lambda_d),
                 "l0": self.tau * open_probability.sum(),

@@ -52,7 +52,7 @@ class PVAEObjective(Objective):
         target = mask.mean(0) if self.diagonal_target == "mask" else 1.0
         open_probability = model.gate.open_probability()
         tau = value_at(self.tau, step)
-        self.record(kl=kl.detach(), active_dims=model.active_dimensions(),
+        self.record(kl=kl.detach(), active_dims=model.open_gates(),
                     expected_open=open_probability.detach().sum(),
                     unmasked_kl=self.gaussian_kl(mu, logvar).detach().sum(), tau=tau)
         dip = dip_penalty(cov, value_at(self.lambda_od, step), value_at(self.lambda_d, step), target)
