@@ -1,7 +1,7 @@
-"""The fast path: dlib's metric functions, replayed so that their ~1,000,000 images are rendered and encoded in bulk.
+"""Replay and caching: dlib's metric functions, replayed so that their ~1,000,000 images are rendered and encoded in bulk.
 
-Why the numbers stay identical. In every metric here (FactorVAE, DCI, SAP, MIG, IRS, BetaVAE) the draws from the
-metric's ``RandomState`` (which factors, which fixed coordinate) never depend on the representation's outputs: outputs only
+Why the sampling is dlib's. In every metric here (FactorVAE, DCI, SAP, MIG, IRS, BetaVAE) the draws from the metric's
+``RandomState`` (which factors, which fixed coordinate) never depend on the representation's outputs: outputs only
 enter the scoring. So the evaluator runs each of dlib's metric functions twice, with the same seed:
 
 1. **record**: the dataset is replaced by :class:`KeyedObservations`, which samples factors with the real dataset's own
@@ -9,39 +9,39 @@ enter the scoring. So the evaluator runs each of dlib's metric functions twice, 
    stand-in representation records the indices it is asked for and returns noise. Expensive scorers whose results cannot
    change the sampling (DCI's boosted trees, SAP's SVMs) are stubbed during this pass.
 2. **encode**: the distinct indices are rendered with the dataset's own ``sample_observations_from_factors`` and encoded
-   through the same :func:`~evaluate.representation.representation_function` the reference path uses, DCI's first.
-3. **score**: the metric function runs again, for real, and each request is answered from a cache. A request that was
-   not recorded, or whose batch size no cache serves (below), is computed on the spot exactly as dlib would, so a metric
-   whose sampling did depend on outputs would still get the reference's numbers, only slower.
+   (``evaluate.encoding``) through the same representation function the reference path uses, DCI's first.
+3. **score**: the metric function runs again, for real, and each request is answered from a cache.
 
-Why the codes are dlib's, bit for bit. A float code may depend on the batch it was computed in (kernels chosen by batch
-size, rows in a batch's remainder handled apart), and whether it does depends on the CPU. So nothing is assumed; per
-batch size that dlib uses (16 and 64 at the challenge's settings, plus the remainders at the end of its loops),
-:func:`plan_batch_sizes` decides from a probe of sampled requests:
+What the codes are. A float code may depend on the batch it was computed in (kernels chosen by batch size, rows in a
+batch's remainder handled apart; on CPUs with AMX, a row's position in the batch), and whether it does depends on the
+CPU and the thread count. The two replaying modes differ only there:
 
-* **bulk**: the codes equal those of big batches: served from one bulk pass over the distinct images of all such sizes;
-* **per size**: they differ by float noise: the distinct images of that size's requests are encoded in batches of
-  exactly that size (the last one padded), which gives dlib's bits if a code depends on the batch's size only;
-* **exact**: :func:`failed_checks` found that it depends on more (the other images, their order) on the sampled
-  requests, computed exactly as dlib calls them and compared with the cache bit for bit; or the size has too few
-  requests to gain from a cache. Its requests are computed exactly as dlib batches them.
+* **fast** (the default): every distinct image is encoded once, in batches of the bulk size, and every request is
+  answered from that one cache. Before scoring, :func:`measure_deviation` computes sampled requests of every batch size
+  exactly as dlib batches them and records how far the cache is from them (max and median |Δ|): the scores' only
+  departure from dlib's batching, reported beside them.
+* **exact** (``--exact``): bit for bit what dlib's batching gives on this CPU. Per batch size that dlib uses (16 and 64 at
+  the challenge's settings, plus the remainders), :func:`plan_batch_sizes` decides from a probe of sampled requests:
+  **bulk** (the codes equal those of big batches), **per size** (they differ by float noise: that size's distinct
+  images are encoded in batches of exactly that size, exact if a code depends on the batch's size only), or **exact**
+  (:func:`failed_checks` found that it depends on more, or the size has too few requests to gain from a cache): its
+  requests are computed exactly as dlib batches them, on request (:class:`ServedRepresentation`).
 
-A difference beyond float noise is a fault of the model (batch statistics), refused with one line. The bulk pass runs only
-when some size is served from it.
-
-DCI's seven gradient-boosting fits, dlib's slowest step, run in parallel processes (:class:`ParallelImportanceGbt`), each
-through dlib's own ``compute_importance_gbt`` on one factor, each starting from the global-RNG state dlib's loop would give
-it; they run while the other metrics' images are encoded, the cores shared between the two (:class:`CpuShare`).
+Either way, a difference beyond float noise is a fault of the model (batch statistics), refused with one line. DCI's
+seven gradient-boosting fits run in parallel processes (``evaluate.parallel_dci``) while the other metrics' images are
+encoded, the cores shared between the two (``evaluate.encoding.CpuShare``).
 """
 import contextlib
-import os
-import threading
 
 import numpy as np
 from disentanglement_lib.data.ground_truth.ground_truth_data import GroundTruthData
 
+from submission.data.factor_grid import factors_to_index, index_to_factors
+
+from evaluate.encoding import encode_keys
 from evaluate.errors import EvaluationError
-from evaluate.progress import Progress, log
+from evaluate.process_state import patched
+from evaluate.progress import log
 from evaluate.representation import BATCH_TOLERANCE
 
 
@@ -69,11 +69,11 @@ class KeyedObservations(GroundTruthData):
 
     def sample_observations_from_factors(self, factors, random_state):
         del random_state  # the real dataset ignores it too: check_replayable() makes sure
-        return np.ravel_multi_index(np.asarray(factors, dtype=np.int64).T, self.sizes).astype(np.int64)
+        return factors_to_index(factors, self.sizes)
 
     def images(self, keys):
         """The real observations (float32 NHWC in [0, 1]) of the grid indices ``keys``."""
-        factors = np.stack(np.unravel_index(np.asarray(keys, dtype=np.int64), self.sizes), axis=1).astype(np.int64)
+        factors = index_to_factors(keys, self.sizes)
         return self.dataset.sample_observations_from_factors(factors, np.random.RandomState(0))
 
 
@@ -89,17 +89,6 @@ def check_replayable(dataset, num=32):
     if not np.array_equal(np.asarray(observations, dtype=np.float32), keyed.images(keys)):
         return "its observations are random given the factors"
     return None
-
-
-@contextlib.contextmanager
-def patched(module, name, replacement):
-    """Temporarily replace ``module.name`` (a dlib helper looked up at call time)."""
-    original = getattr(module, name)
-    setattr(module, name, replacement)
-    try:
-        yield
-    finally:
-        setattr(module, name, original)
 
 
 @contextlib.contextmanager
@@ -143,58 +132,6 @@ def requests_by_size(requests):
     for request in requests:
         by_size.setdefault(len(request), []).append(request)
     return by_size
-
-
-class CpuShare:
-    """How many encoder threads may run now: the cores that DCI's fit processes leave free, so that encoder threads plus
-    fit processes never exceed the cores (``busy`` says how many fit processes are running)."""
-
-    def __init__(self, cores, busy=None):
-        self.cores, self.busy = max(1, int(cores)), busy
-
-    def threads(self):
-        return max(1, self.cores - (self.busy() if self.busy else 0))
-
-
-def _padded(images, batch_size):
-    """``images`` padded, by repeating its first rows, to a whole number of batches of ``batch_size``: every image is
-    then encoded in a batch of exactly that size, even at the end (a code may depend on the batch's size)."""
-    missing = -len(images) % batch_size
-    return images if not missing else np.concatenate([images, np.resize(images[:1], (missing,) + images.shape[1:])])
-
-
-def _encode_slice(represent, images, batch_size):
-    return np.concatenate([represent(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
-
-
-def encode_keys(keyed, represent, keys, batch_size, share, label="encoding", slice_batches=8):
-    """Codes of the distinct grid indices ``keys``: float32 (len(keys), D), each image in a batch of exactly ``batch_size``.
-
-    The main thread renders slice after slice; model calls run on Python threads with one torch thread each (torch
-    releases the GIL), at most ``share.threads()`` at a time, read again before each slice. Small conv nets at these batch
-    sizes scale far better this way than with torch's own threads, which also slow down badly on a shared CPU.
-    """
-    import torch
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-    if len(keys) == 0:
-        return None
-    step = batch_size * slice_batches
-    futures, running = [], set()
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(share.cores) as pool, Progress(label, total=len(keys)) as progress:
-            for start in range(0, len(keys), step):
-                images = _padded(keyed.images(keys[start:start + step]), batch_size)
-                while len(running) >= share.threads():  # re-read: fit processes finish while we encode
-                    running = wait(running, timeout=0.5, return_when=FIRST_COMPLETED).not_done
-                futures.append(pool.submit(_encode_slice, represent, images, batch_size))
-                running.add(futures[-1])
-                progress.update(min(step, len(keys) - start))
-            codes = np.concatenate([f.result() for f in futures])
-    finally:
-        torch.set_num_threads(torch_threads)
-    return codes[:len(keys)]  # only the last slice is short, so the padding rows are the last rows
 
 
 class CodeCache:
@@ -267,9 +204,8 @@ def plan_batch_sizes(keyed, represent, by_size, bulk_batch_size, share, per_size
     return plan, samples
 
 
-def caches_for(plan, bulk_batch_size):
-    """batch size -> the CodeCache serving it: one shared by the BULK sizes, one of its own for each PER_SIZE size."""
-    bulk = CodeCache(bulk_batch_size, f"bulk (batches of {bulk_batch_size})")
+def caches_for(plan, bulk):
+    """batch size -> the CodeCache serving it: ``bulk`` for the BULK sizes, one of its own for each PER_SIZE size."""
     return {size: bulk if how == BULK else CodeCache(size, f"batch size {size}")
             for size, how in plan.items() if how != EXACT}
 
@@ -288,11 +224,71 @@ def fill_caches(keyed, represent, requests, caches, share):
     return encoded
 
 
+def sample_exact(keyed, represent, by_size, per_size=16):
+    """size -> [(request, its codes computed exactly as dlib calls them)] for up to ``per_size`` requests of each batch
+    size, spread over the run: what the fast mode measures its cache against."""
+    return {size: [(request, represent(keyed.images(request))) for request in spread(group, per_size)]
+            for size, group in sorted(by_size.items())}
+
+
+def measure_deviation(samples, cache):
+    """How far ``cache``'s codes are from the sampled requests' exact codes: {"max_abs", "median_abs", "requests",
+    "codes"} over every code of every sampled request. A difference beyond float noise (relative to the codes' scale) is
+    a fault of the model, refused in one line, as in the exact mode."""
+    pairs = [(exact, cache.lookup(request)) for group in samples.values() for request, exact in group]
+    if not pairs:
+        return {"max_abs": 0.0, "median_abs": 0.0, "requests": 0, "codes": 0}
+    differences = np.concatenate([np.abs(exact.astype(np.float64) - cached).ravel() for exact, cached in pairs])
+    worst, scale = float(differences.max()), max(max(float(np.abs(exact).max()) for exact, _ in pairs), 1.0)
+    if worst > BATCH_TOLERANCE * scale:
+        raise EvaluationError(f"representation: codes of the same images differ between dlib's batches and batches of "
+                              f"{cache.batch_size} (max |diff| {worst:.3g}); expected each image's code to depend on "
+                              "that image only (eval mode, no batch statistics)")
+    return {"max_abs": worst, "median_abs": float(np.median(differences)), "requests": len(pairs),
+            "codes": int(differences.size)}
+
+
 def failed_checks(samples, caches):
     """Sizes whose sampled requests, computed exactly as dlib calls them, differ from the cache serving that size: a code
     there depends on more than the batch's size (which images share the batch, or their order)."""
     return [size for size, pairs in samples.items() if size in caches
             and any(not np.array_equal(exact, caches[size].lookup(request)) for request, exact in pairs)]
+
+
+class ServingGroup:
+    """Metrics whose requests are answered one way, sharing the ``bulk`` cache with the other group:
+
+    * "exact": bit for bit as dlib batches them (:func:`plan_batch_sizes`, checked later by :func:`failed_checks`);
+    * "fast": every batch size from ``bulk``; ``samples`` are requests of each size computed as dlib batches them,
+      against which :func:`measure_deviation` measures the cache.
+    """
+
+    def __init__(self, how, metrics, requests, keyed, represent, bulk, share):
+        self.how, self.metrics = how, list(metrics)
+        self.requests = [request for metric in self.metrics for request in requests[metric]]
+        self.by_size = requests_by_size(self.requests)
+        if how == "exact":
+            self.plan, self.samples = plan_batch_sizes(keyed, represent, self.by_size, bulk.batch_size, share)
+            self.caches = caches_for(self.plan, bulk)
+        else:
+            self.plan, self.samples = dict.fromkeys(self.by_size, BULK), sample_exact(keyed, represent, self.by_size)
+            self.caches = dict.fromkeys(self.by_size, bulk)
+        self.served = ServedRepresentation(keyed, represent, self.caches)
+
+    def sampled(self):
+        return [request for pairs in self.samples.values() for request, _ in pairs]
+
+    def check(self):
+        """After the first fill. Exact: sizes whose sampled requests differ from their cache fall back to request-exact
+        encoding (logged). Fast: the measured departure from dlib's batching (None without samples)."""
+        if self.how == "fast":
+            return measure_deviation(self.samples, next(iter(self.caches.values()))) if self.caches else None
+        for size in failed_checks(self.samples, self.caches):
+            log(f"batch size {size}: a code depends on more than the batch size (which images share the batch, or "
+                f"their order); its {len(self.by_size[size])} requests are computed exactly as dlib batches them")
+            self.plan[size] = EXACT
+            del self.caches[size]
+        return None
 
 
 class ServedRepresentation:
@@ -318,140 +314,3 @@ class ServedRepresentation:
             return codes
         self.computed += len(keys)
         return self.represent(self.keyed.images(keys))
-
-
-# Each tree sklearn grows seeds its splitter with one ``randint(0, RAND_R_MAX)`` from the estimator's random_state, which
-# for dlib's GradientBoostingClassifier() is numpy's global RNG; ties between split candidates are broken with it.
-RAND_R_MAX = 2147483647
-# Below this much work (samples x trees), starting worker processes costs more than it saves.
-MIN_PARALLEL_WORK = 2_000_000
-
-
-def _trees_per_fit(y, n_estimators):
-    """Trees a GradientBoostingClassifier grows on labels ``y``: one per stage for two classes, K per stage for K > 2."""
-    num_classes = len(np.unique(y))
-    return n_estimators * (num_classes if num_classes > 2 else 1)
-
-
-def _advance(state, draws):
-    """numpy's global-RNG state after ``draws`` tree seeds have been taken from ``state``."""
-    rng = np.random.RandomState()
-    rng.set_state(state)
-    for _ in range(draws):
-        rng.randint(0, RAND_R_MAX)
-    return rng.get_state()
-
-
-def _same_state(a, b):
-    return a[0] == b[0] and np.array_equal(a[1], b[1]) and tuple(a[2:]) == tuple(b[2:])
-
-
-def _fit_one_factor(x_train, y_train, x_test, y_test, start_state, end_state):
-    """One factor of dlib's DCI in a worker: dlib's ``compute_importance_gbt`` on that factor alone, with numpy's global
-    RNG where dlib's sequential loop would have it; also says whether the fit left the RNG where predicted."""
-    from disentanglement_lib.evaluation.metrics import dci
-    # Forked while DCI's module holds the parallel stand-in: call dlib's own function behind it.
-    fit = getattr(dci.compute_importance_gbt, "sequential", dci.compute_importance_gbt)
-    np.random.set_state(start_state)
-    result = fit(x_train, y_train, x_test, y_test)
-    return result, _same_state(np.random.get_state(), end_state)
-
-
-def available_cpus():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
-def _process_pool(workers):
-    """Worker processes; forked where the platform allows, so that they start at once with dlib (and TF) imported."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else None
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method), initializer=_ignore_ctrl_c)
-
-
-def _ignore_ctrl_c():
-    """A worker leaves Ctrl-C to the evaluator (which stops the pool and says so in one line): no worker tracebacks."""
-    import signal
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-class ParallelImportanceGbt:
-    """A drop-in for dlib's ``dci.compute_importance_gbt`` that fits the per-factor classifiers in parallel processes.
-
-    dlib fits factor after factor, each fit taking its trees' seeds from numpy's global RNG where the previous one left it.
-    Each worker starts from that very state (computed ahead by replaying the seed draws), so every classifier, and so the
-    importance matrix, is the one dlib's loop would produce. Each worker checks that its fit consumed exactly the
-    predicted draws; if not (another sklearn), the fits are redone the plain way. Small problems run the plain way too.
-
-    While DCI runs beside the encoder, ``submitted`` is set once the fits are in their processes or about to run in this
-    one (forking while encoder threads run is avoided), and ``busy()`` says how many processes are still fitting, so that the encoder takes the remaining cores.
-    ``own_process``: fit in a worker process even with one worker (this process's cores then go to the encoder).
-    ``slots``: a callable giving how many fits may run at once now, so that the encoder keeps its share of the cores.
-    """
-
-    def __init__(self, jobs=None, min_work=None, own_process=False, slots=None):
-        from disentanglement_lib.evaluation.metrics import dci
-        from sklearn import ensemble
-        self.sequential = dci.compute_importance_gbt  # dlib's own, captured before the caller patches it
-        self.n_estimators = ensemble.GradientBoostingClassifier().n_estimators
-        self.jobs, self.own_process = jobs, own_process
-        self.slots = slots  # how many fits may run at once now (read again as fits finish); None: one per process
-        self.min_work = MIN_PARALLEL_WORK if min_work is None else min_work
-        self.submitted = threading.Event()
-        self._futures = []
-
-    def busy(self):
-        return sum(not future.done() for future in list(self._futures))
-
-    def _submit_as_slots_allow(self, pool, calls):
-        """Submit ``calls`` (function, args) in order, no more running at once than ``slots()`` allows; their results."""
-        from concurrent.futures import FIRST_COMPLETED, wait
-        pending, running = list(calls), set()
-        while pending or running:
-            limit = self.slots() if self.slots else len(pending) + len(running)
-            while pending and len(running) < max(1, limit):
-                fn, args = pending.pop(0)
-                self._futures.append(pool.submit(fn, *args))
-                running.add(self._futures[-1])
-            self.submitted.set()  # the processes exist now: the encoder can start its threads
-            running = wait(running, timeout=0.5, return_when=FIRST_COMPLETED).not_done
-        return [future.result() for future in self._futures]
-
-    def __call__(self, x_train, y_train, x_test, y_test):
-        try:
-            return self._fit(x_train, y_train, x_test, y_test)
-        finally:
-            self.submitted.set()
-
-    def _fit(self, x_train, y_train, x_test, y_test):
-        num_factors = y_train.shape[0]
-        trees = [_trees_per_fit(y_train[i], self.n_estimators) for i in range(num_factors)]
-        workers = max(1, min(num_factors, self.jobs or available_cpus()))
-        if (workers == 1 and not self.own_process) or x_train.shape[1] * sum(trees) < self.min_work:
-            self.submitted.set()  # the encoder may go on beside it (sklearn's tree builder releases the GIL)
-            return self.sequential(x_train, y_train, x_test, y_test)
-        states = [np.random.get_state()]
-        for count in trees:
-            states.append(_advance(states[-1], count))
-        # The largest fits first: they are the long poles.
-        order = sorted(range(num_factors), key=lambda i: -trees[i])
-        log(f"DCI: fitting {num_factors} gradient-boosting classifiers on {workers} process{'es' * (workers > 1)}")
-        with _process_pool(workers) as pool:
-            self._futures = []
-            fits = self._submit_as_slots_allow(pool, [(_fit_one_factor, (x_train, y_train[i:i + 1], x_test,
-                                                                         y_test[i:i + 1], states[i], states[i + 1]))
-                                                      for i in order])
-        if not all(as_predicted for _, as_predicted in fits):
-            log("DCI: sklearn drew from numpy's RNG differently than predicted; refitting one factor after another")
-            np.random.set_state(states[0])
-            return self.sequential(x_train, y_train, x_test, y_test)
-        importance_matrix = np.zeros((x_train.shape[0], num_factors), dtype=np.float64)
-        train_acc, test_acc = [0.0] * num_factors, [0.0] * num_factors
-        for i, ((importance, train, test), _) in zip(order, fits):
-            importance_matrix[:, i] = importance[:, 0]
-            train_acc[i], test_acc[i] = train, test
-        np.random.set_state(states[-1])  # where dlib's loop leaves it
-        return importance_matrix, np.mean(train_acc), np.mean(test_acc)

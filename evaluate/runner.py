@@ -1,9 +1,12 @@
 """``evaluate.run``: score one representation on one dataset with dlib's metrics; write the challenge's layout.
 
-Two modes give the same numbers:
+Three modes, one sampling (dlib's own, replayed: see :mod:`evaluate.replay`):
 
-* **fast** (default): dlib's metric functions replayed with bulk rendering and encoding, DCI's fits in parallel
-  (see :mod:`evaluate.replay`);
+* **fast** (default): each distinct image encoded once, in bulk, every request answered from that cache, DCI's fits in
+  parallel beside the encoding; how far the cached codes are from dlib's batching (max and median |Δ| on sampled
+  requests) is measured before scoring and recorded;
+* **exact** (``--exact``): as fast, but every code bit for bit what dlib's batching gives on this CPU (per batch size:
+  served in bulk, encoded at that size, or computed on request exactly as dlib batches it);
 * **reference** (``--reference``): dlib's metric functions called the plain way, as the challenge's evaluator did: the
   kit's dataset, the representation called at dlib's batch sizes, one metric after another, everything in one process.
 
@@ -22,12 +25,17 @@ from evaluate import extra
 from evaluate import metrics as metric_registry
 from evaluate.errors import EvaluationError
 from submission.files import JobLayout, atomic_write_json, first_line as _first_line, write_scores
-from submission.data.registry import recorded_standins
 from evaluate.metrics import (DEFAULT_METRICS, EXTRA, LEADERBOARD, SCORE_KEYS, SELECTABLE, evaluation_settings,
                               metric_config)
+from evaluate.process_state import evaluation_state
 from evaluate.progress import Progress, log
+from evaluate.table import format_number
 from evaluate.representation import (check_representation, device_description, kit_model, load_representation,
                                      representation_function, resolve_device)
+
+# Metrics the fast mode still serves bit for bit as dlib batches them: measured to move by more than the grader's own
+# run-to-run DCI noise when their codes move by float rounding (bench/bench_evaluate.py; evaluate/README.md).
+EXACT_IN_FAST_MODE = frozenset()
 
 PROCEDURAL_HINT = ("download the file into $DISENTANGLEMENT_LIB_DATA (see README.md), or evaluate on a procedural "
                    "stand-in that needs no file: mpi3d_sim_toy or mpi3d_sim_realistic")
@@ -46,10 +54,6 @@ def open_dataset(dataset, data_dir=None):
         if "mpi3d_sim" not in message:
             message = f"{message}; {PROCEDURAL_HINT}"
         raise EvaluationError(message) from None
-
-
-def _number(value):
-    return str(value) if isinstance(value, (int, np.integer)) else f"{float(value):.4f}"
 
 
 class _CountingRepresentation:
@@ -101,7 +105,7 @@ class _Run:
                 np.random.seed(seed)
                 if importance_gbt is not None:  # the fast path's stand-in for DCI's sequential fits
                     from disentanglement_lib.evaluation.metrics import dci
-                    from evaluate.replay import patched
+                    from evaluate.process_state import patched  # restored by evaluation_state() in any case
                     with patched(dci, "compute_importance_gbt", importance_gbt):
                         results = evaluation_fn(dataset, represent, random_state=np.random.RandomState(seed))
                 else:
@@ -120,7 +124,7 @@ class _Run:
             for group, line in results["errors"].items():
                 self.errors[f"{EXTRA}.{group}"] = line
                 log(f"{EXTRA}: {group} FAILED: {line} (the other extra metrics are kept)")
-            shown = ", ".join(f"{k} = {_number(results[k])}" for k in extra.SUMMARY if results[k] is not None)
+            shown = ", ".join(f"{k} = {format_number(results[k])}" for k in extra.SUMMARY if results[k] is not None)
             log(f"{metric}: {shown} ({self.seconds[metric]:.1f} s)")
             return
         log(f"{metric}: {SCORE_KEYS[metric]} = {float(results[SCORE_KEYS[metric]]):.4f} "
@@ -181,37 +185,53 @@ def _beside(background, started, foreground):
     return result
 
 
-def _score_dci_beside_encoding(run, keyed, represent, requests, caches, served, share):
+def _score_dci_beside_encoding(run, keyed, represent, requests, groups, share):
     """Score DCI (its caches filled) on a thread while this one encodes the other metrics' images; returns what the
     encoder did. While both run, half the cores fit and the others encode; whichever finishes first leaves its cores to
     the other (the encoder takes the cores of finished fits; the fits take all once the encoder is done)."""
     from evaluate import replay
+    from evaluate.parallel_dci import ParallelImportanceGbt
+    dci = next(group for group in groups if "dci" in group.metrics)
     # Requests no cache serves are computed here, exactly as dlib calls them, before DCI's thread starts: the model then
     # never runs on two threads at once with different torch settings.
     for request in requests["dci"]:
-        if len(request) not in caches:
-            served.exact_ahead[request.tobytes()] = represent(keyed.images(request))
+        if len(request) not in dci.caches:
+            dci.served.exact_ahead[request.tobytes()] = represent(keyed.images(request))
     encoded = threading.Event()
-    gbt = replay.ParallelImportanceGbt(jobs=share.cores, own_process=True,
-                                       slots=lambda: share.cores if encoded.is_set() else max(1, share.cores // 2))
-    rest = [r for metric in requests if metric != "dci" for r in requests[metric]]
+    gbt = ParallelImportanceGbt(jobs=share.cores, own_process=True,
+                                slots=lambda: share.cores if encoded.is_set() else max(1, share.cores // 2))
 
     def encode_rest():
         try:
-            return replay.fill_caches(keyed, represent, rest, caches, share)
+            done = {}
+            for group in groups:
+                rest = [r for metric in group.metrics if metric != "dci" for r in requests[metric]]
+                for label, count in replay.fill_caches(keyed, represent, rest, group.caches, share).items():
+                    done[label] = done.get(label, 0) + count
+            return done
         finally:
             encoded.set()
 
     share.busy = gbt.busy
     try:
-        return _beside(lambda: run.score("dci", keyed, served, importance_gbt=gbt, images=keyed.images),
+        return _beside(lambda: run.score("dci", keyed, dci.served, importance_gbt=gbt, images=keyed.images),
                        gbt.submitted, encode_rest)
     finally:
         share.busy = None
 
 
-def _run_fast(run, dataset, represent, num_codes, batch_size, jobs):
+def _add(counts, more):
+    for label, count in more.items():
+        counts[label] = counts.get(label, 0) + count
+    return counts
+
+
+def _run_replayed(run, dataset, represent, num_codes, batch_size, jobs, exact):
+    """The fast and exact modes: record, encode (DCI's images first), then score every metric from the caches. In the
+    fast mode the metrics of ``EXACT_IN_FAST_MODE`` are still served exactly (their requests are few)."""
     from evaluate import replay
+    from evaluate.encoding import CpuShare, available_cpus
+    from evaluate.parallel_dci import ParallelImportanceGbt
     keyed = replay.KeyedObservations(dataset)
     start = time.monotonic()
     requests = _record(run, keyed, num_codes)
@@ -223,49 +243,56 @@ def _run_fast(run, dataset, represent, num_codes, batch_size, jobs):
     _report_progress(run, 0.05)
 
     start = time.monotonic()
-    cores = jobs or replay.available_cpus()
-    share = replay.CpuShare(cores)
-    by_size = replay.requests_by_size(all_requests)
-    plan, samples = replay.plan_batch_sizes(keyed, represent, by_size, batch_size, share)
-    caches = replay.caches_for(plan, batch_size)
+    cores = jobs or available_cpus()
+    share = CpuShare(cores)
+    bulk = replay.CodeCache(batch_size, f"bulk (batches of {batch_size})")
+    exact_metrics = [m for m in requests if exact or m in EXACT_IN_FAST_MODE]
+    groups = [replay.ServingGroup(how, metrics, requests, keyed, represent, bulk, share)
+              for how, metrics in (("exact", exact_metrics), ("fast", [m for m in requests if m not in exact_metrics]))
+              if metrics]
     # DCI's requests are few and its fits are long: encode them first, so that the fits run while the rest is encoded.
     overlap = "dci" in requests and len(requests) > 1
-    first = requests["dci"] if overlap else all_requests
-    sampled = [request for pairs in samples.values() for request, _ in pairs]
-    encoded = replay.fill_caches(keyed, represent, first + sampled, caches, share)
-    for size in replay.failed_checks(samples, caches):
-        log(f"batch size {size}: a code depends on more than the batch size (which images share the batch, or their "
-            f"order); its {len(by_size[size])} requests are computed exactly as dlib batches them")
-        plan[size] = replay.EXACT
-        del caches[size]
-    served = replay.ServedRepresentation(keyed, represent, caches)
+    encoded = {}
+    for group in groups:
+        first = [r for m in group.metrics if m == "dci" or not overlap for r in requests[m]] + group.sampled()
+        _add(encoded, replay.fill_caches(keyed, represent, first, group.caches, share))
+    deviation = next((d for d in [group.check() for group in groups] if d is not None), None)
+    if deviation is not None:
+        log(f"cached codes against dlib's batching, on {deviation['requests']} sampled requests "
+            f"({deviation['codes']} codes): max |diff| {deviation['max_abs']:.3g}, median {deviation['median_abs']:.3g}")
     first_s = time.monotonic() - start
     _report_progress(run, 0.2)
 
     if overlap:
-        for label, count in _score_dci_beside_encoding(run, keyed, represent, requests, caches, served, share).items():
-            encoded[label] = encoded.get(label, 0) + count
+        _add(encoded, _score_dci_beside_encoding(run, keyed, represent, requests, groups, share))
     encode_s = time.monotonic() - start
     log(f"encoded {sum(encoded.values())} images ({', '.join(f'{k}: {v}' for k, v in encoded.items()) or 'none'}) in "
         f"{encode_s:.1f} s{' beside DCI' if overlap else ''}")
     _report_progress(run, 0.5)
 
-    importance_gbt = replay.ParallelImportanceGbt(jobs=cores)
+    importance_gbt = ParallelImportanceGbt(jobs=cores)
     remaining = [metric for metric in requests if not (overlap and metric == "dci")]
+    served = {metric: group.served for group in groups for metric in group.metrics}
     for i, metric in enumerate(remaining):
-        run.score(metric, keyed, served, importance_gbt=importance_gbt, images=keyed.images)
+        run.score(metric, keyed, served[metric], importance_gbt=importance_gbt, images=keyed.images)
         _report_progress(run, 0.5 + 0.5 * (i + 1) / len(remaining))
-    if served.computed:
-        log(f"{served.computed} images were encoded on request, exactly as dlib batches them")
-    return {"requested": requested, "distinct": int(distinct),
-            "batch_sizes": {str(size): {"requests": len(by_size[size]), "served": plan[size]} for size in sorted(plan)},
-            "encoded": encoded, "served_from_cache": int(served.served), "computed_ahead": int(served.served_ahead),
-            "computed_on_request": int(served.computed), "dci_beside_encoding": overlap,
+    computed = sum(group.served.computed for group in groups)
+    if computed:
+        log(f"{computed} images were encoded on request, exactly as dlib batches them")
+    plans = {size: how for group in reversed(groups) for size, how in group.plan.items()}   # an exact size wins
+    sizes = replay.requests_by_size(all_requests)
+    return {"requested": requested, "distinct": int(distinct), "bulk_batch_size": batch_size,
+            "served_exactly": exact_metrics, "served_from_bulk": [m for m in requests if m not in exact_metrics],
+            "batch_sizes": {str(size): {"requests": len(sizes[size]), "served": plans[size]} for size in sorted(plans)},
+            "cache_vs_exact": deviation, "encoded": encoded,
+            "served_from_cache": int(sum(group.served.served for group in groups)),
+            "computed_ahead": int(sum(group.served.served_ahead for group in groups)),
+            "computed_on_request": int(computed), "dci_beside_encoding": overlap,
             "record_s": round(record_s, 2), "first_encode_s": round(first_s, 2), "encode_s": round(encode_s, 2)}
 
 
 def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, gin_files=(), gin_bindings=(),
-        batch_size=64, jobs=None, data_dir=None, device="cpu", grader=None):
+        batch_size=64, jobs=None, data_dir=None, device="cpu", grader=None, exact=False):
     """Evaluate ``model`` on ``dataset`` with dlib's metrics at the challenge's settings; write into ``output_dir``.
 
     Args:
@@ -275,11 +302,14 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
       metrics: metric names (default: the five leaderboard metrics and ``extra``); ``beta_vae_sklearn`` is optional.
         ``extra`` (MIC, active dims, total correlation; with a kit checkpoint also the reconstruction error and the
         aggregate posterior's sampled TC) never enters scores.json.
-      reference: call dlib the plain way instead of the fast replay (same numbers, several times slower).
+      reference: call dlib the plain way instead of replaying it (the same sampling; about twice as slow).
+      exact: replay, but with every code bit for bit what dlib's batching gives on this CPU (the default answers every
+        request from one cache of each distinct image's code, and records how far that is from dlib's batching).
       quick: add ``configs/quick.gin`` (~1/10 of the samples): NOT the leaderboard's settings.
       grader: (job directory, (a, b)) to report progress to the challenge's event log as the [a, b] share of a job.
       gin_files, gin_bindings: more settings, applied after the metric's own (and quick) files.
-      batch_size: images per model call in the fast path's bulk encoding.
+      batch_size: images per model call in the bulk encoding (64: the fastest for the kit's networks on the CPUs
+        measured).
       jobs: cores to use, shared by the encoder's threads and DCI's fit processes (default: the CPUs available).
       data_dir: where file-backed datasets live (default ``$DISENTANGLEMENT_LIB_DATA``).
       device: ``cpu`` (default, like the challenge's CPU reference) or ``cuda``/``cuda:N``: where the model encodes (a
@@ -320,8 +350,10 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
     except OSError as exc:
         raise EvaluationError(f"{output_dir}: cannot create the output directory ({exc.strerror})") from None
 
-    mode = "reference" if reference else "fast"
-    if mode == "fast":
+    if reference and exact:
+        raise EvaluationError("--reference and --exact: expected one of them (the reference path is exact by definition)")
+    mode = "reference" if reference else "exact" if exact else "fast"
+    if mode != "reference":
         from evaluate.replay import check_replayable
         reason = check_replayable(ds)
         if reason:
@@ -332,10 +364,11 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
         f"{device_description(device)}, metrics {', '.join(metrics)}")
     state = _Run(output_dir, metrics, quick, tuple(gin_files), tuple(gin_bindings), model=decoder_model, grader=grader)
     try:
-        if mode == "fast":
-            images = _run_fast(state, ds, represent, num_codes, batch_size, jobs)
-        else:
-            images = _run_reference(state, ds, represent)
+        with evaluation_state():     # numpy's global RNG, dlib's swapped attributes, torch's threads: put back
+            if mode == "reference":
+                images = _run_reference(state, ds, represent)
+            else:
+                images = _run_replayed(state, ds, represent, num_codes, batch_size, jobs, exact=mode == "exact")
     except (EvaluationError, KeyboardInterrupt):
         # A representation fault found mid-run, or Ctrl-C: no scores.json, and none of this run's metric results.
         for metric in state.results:
@@ -373,47 +406,3 @@ def _extra_info(state):
             "num_samples": results["num_samples"], "model_samples": results["model_samples"],
             "skipped": dict(results["skipped"]), "errors": dict(results["errors"]), "seconds": state.seconds.get(EXTRA),
             "error": None}
-
-
-def _extra_rows(row):
-    """The extra metrics' lines of the table: below the leaderboard's, with what was skipped and why."""
-    if row["error"]:
-        return ["", f"extra metrics (not on the leaderboard): FAILED: {row['error']}"]
-    lines = ["", f"extra metrics (not on the leaderboard, not in scores.json): {row['num_samples']} images"
-                 f"{', ' + str(row['model_samples']) + ' through the model' if row['model_samples'] else ''}, "
-                 f"{row['seconds']:.1f} s"]
-    explained = set()
-    for key, label in extra.SUMMARY.items():
-        group = next(g for g, keys in extra.GROUPS.items() if key in keys)
-        value = row["values"][key]
-        if value is not None:
-            shown = f"{value} of {row['num_codes']}" if key == "active_dims" else f"{value:.4f}"
-            lines.append(f"  {label:<34} {shown:>9}  evaluation_results.{key}")
-            continue
-        reason = row["errors"].get(group) or row["skipped"].get(group, "")
-        state = "FAILED" if group in row["errors"] else "skipped"
-        lines.append(f"  {label:<34} {state:>9}" + (f"  {reason}" if reason not in explained else ""))
-        explained.add(reason)
-    return lines
-
-
-def format_table(info):
-    """The run's scores as a table for people."""
-    standin = recorded_standins(info).get(info["dataset"])
-    standin = f" (stand-in v{standin})" if standin else ""
-    lines = [f"{info['model']} on {info['dataset']}{standin}: {info['mode']} mode, "
-             f"{'QUICK settings (not the leaderboard numbers)' if info['settings'] == 'quick' else 'challenge settings'}, "
-             f"{info['total_s']:.1f} s"]
-    if "device_note" in info:
-        lines.append(f"NOTE: {info['device_note']}")
-    if info["metrics"]:
-        lines.append(f"{'metric':<18} {'score':>7}  {'seconds':>7}  key")
-    for metric, row in info["metrics"].items():
-        score = f"{row['score']:.4f}" if row["score"] is not None else "FAILED"
-        seconds = f"{row['seconds']:.1f}" if row["seconds"] is not None else "-"
-        lines.append(f"{metric:<18} {score:>7}  {seconds:>7}  {row['key']}")
-        if row["error"]:
-            lines.append(f"{'':<18} {row['error']}")
-    if "extra" in info:
-        lines.extend(_extra_rows(info["extra"]))
-    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""The local evaluator on known representations: identity near 1, noise near chance, fast == reference, the layout.
+"""The local evaluator on known representations: identity near 1, noise near chance, exact == reference, the fast
+mode's recorded departure from dlib's batching, the layout.
 
 The dataset is a tiny procedural one: each image writes its factors into the first pixels (like dlib's identity-observation
 test data, but as images, so that the representation is a real TorchScript module called the challenge's way).
@@ -166,10 +167,10 @@ class NeighbourNoise(Identity):
 TWO_SIZES = TINY + ["factor_vae_score.batch_size = 64", "beta_vae_sklearn.batch_size = 64"]
 
 
-def _fast_and_reference(model, tmp_path, monkeypatch, bindings=TWO_SIZES):
-    """Both modes on all of dlib's metrics; also every answer the fast mode gave, to be recomputed the way dlib calls."""
-    from evaluate import replay
-    monkeypatch.setattr(replay, "MIN_PARALLEL_WORK", 0)  # DCI's fits in worker processes even on this small problem
+def _exact_and_reference(model, tmp_path, monkeypatch, bindings=TWO_SIZES):
+    """Both modes on all of dlib's metrics; also every answer the exact mode gave, to be recomputed the way dlib calls."""
+    from evaluate import parallel_dci, replay
+    monkeypatch.setattr(parallel_dci, "MIN_PARALLEL_WORK", 0)  # DCI's fits in worker processes even on this small problem
     answers = []
     serve = replay.ServedRepresentation.__call__
 
@@ -181,11 +182,11 @@ def _fast_and_reference(model, tmp_path, monkeypatch, bindings=TWO_SIZES):
     monkeypatch.setattr(replay.ServedRepresentation, "__call__", recording)
     metrics = list(evaluate.METRIC_NAMES)
     path = script(model, tmp_path, "model.pt")
-    fast = evaluate.run(path, FactorPixels(), os.path.join(tmp_path, "fast"), metrics=metrics, gin_bindings=bindings,
-                        jobs=2)
+    fast = evaluate.run(path, FactorPixels(), os.path.join(tmp_path, "exact"), metrics=metrics, gin_bindings=bindings,
+                        jobs=2, exact=True)
     reference = evaluate.run(path, FactorPixels(), os.path.join(tmp_path, "reference"), metrics=metrics,
                              gin_bindings=bindings, reference=True, jobs=2)
-    assert fast["info"]["mode"] == "fast" and reference["info"]["mode"] == "reference"
+    assert fast["info"]["mode"] == "exact" and reference["info"]["mode"] == "reference"
     assert fast["errors"] == {} and reference["errors"] == {}
     fast_results, reference_results = _dlib_results(fast), _dlib_results(reference)
     assert set(fast_results) == set(metrics)
@@ -199,9 +200,9 @@ def _fast_and_reference(model, tmp_path, monkeypatch, bindings=TWO_SIZES):
 
 
 @pytest.mark.parametrize("model", [SmallConv, Identity], ids=["conv", "identity"])
-def test_fast_and_reference_give_identical_results(tmp_path, monkeypatch, model):
+def test_exact_and_reference_give_identical_results(tmp_path, monkeypatch, model):
     # Which path a real conv net takes depends on the CPU's float kernels; only the outcome is asserted.
-    images = _fast_and_reference(model(), tmp_path, monkeypatch)
+    images = _exact_and_reference(model(), tmp_path, monkeypatch)
     served = images["served_from_cache"] + images["computed_ahead"] + images["computed_on_request"]
     assert served == images["requested"]
 
@@ -211,7 +212,7 @@ def _by_size(images):
 
 
 def test_codes_that_depend_on_the_batch_size_are_served_per_size(tmp_path, monkeypatch):
-    images = _fast_and_reference(SizeNoise(), tmp_path, monkeypatch)
+    images = _exact_and_reference(SizeNoise(), tmp_path, monkeypatch)
     # 64 equals the bulk batch: served in bulk; 16 gets its own images encoded in batches of 16; the remainders of
     # dlib's loops (8, 12) are too few to batch and are computed request by request.
     assert _by_size(images) == {64: "bulk", 16: "per_size", 8: "exact", 12: "exact"}
@@ -223,10 +224,148 @@ def test_codes_that_depend_on_the_batch_size_are_served_per_size(tmp_path, monke
 
 @pytest.mark.parametrize("model", [PositionNoise, NeighbourNoise], ids=["position", "neighbours"])
 def test_codes_that_depend_on_more_than_the_batch_size_are_computed_exactly(tmp_path, monkeypatch, capsys, model):
-    images = _fast_and_reference(model(), tmp_path, monkeypatch)
+    images = _exact_and_reference(model(), tmp_path, monkeypatch)
     assert set(_by_size(images).values()) == {"exact"}  # the sampled check failed for 16 and 64
     assert images["served_from_cache"] == 0
     assert "depends on more than the batch size" in capsys.readouterr().err
+
+
+class ConvPositionNoise(torch.nn.Module):
+    """Continuous codes (SmallConv's) plus 1e-6 times the row's position in the batch, as on CPUs whose kernels round by
+    a row's position: every code depends on where its image sits."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = SmallConv()
+
+    def forward(self, x):
+        position = torch.arange(x.shape[0], dtype=torch.float32, device=x.device).unsqueeze(1)
+        return self.conv(x) + 1e-6 * position
+
+
+def _fast_and_exact(model, tmp_path, monkeypatch, exact_in_fast=frozenset()):
+    """The default mode (serving ``exact_in_fast`` exactly, every other metric from its one cache) and --exact on all
+    of dlib's metrics at both batch sizes; also the requests the fast mode sampled (with their exact codes) and every
+    answer it served."""
+    from evaluate import parallel_dci, replay, runner
+    monkeypatch.setattr(parallel_dci, "MIN_PARALLEL_WORK", 0)
+    monkeypatch.setattr(runner, "EXACT_IN_FAST_MODE", frozenset(exact_in_fast))
+    sampled, answers = [], {}
+    sample, serve = replay.sample_exact, replay.ServedRepresentation.__call__
+
+    def sampling(*args, **kwargs):
+        samples = sample(*args, **kwargs)
+        sampled.extend(pair for pairs in samples.values() for pair in pairs)
+        return samples
+
+    def recording(self, keys):
+        codes = serve(self, keys)
+        answers.setdefault(np.asarray(keys).tobytes(), codes)
+        return codes
+
+    monkeypatch.setattr(replay, "sample_exact", sampling)
+    monkeypatch.setattr(replay.ServedRepresentation, "__call__", recording)
+    metrics, path = list(evaluate.METRIC_NAMES), script(model, tmp_path, "model.pt")
+    fast = evaluate.run(path, FactorPixels(), os.path.join(tmp_path, "fast"), metrics=metrics,
+                        gin_bindings=TWO_SIZES, jobs=2)
+    monkeypatch.setattr(replay.ServedRepresentation, "__call__", serve)
+    exact = evaluate.run(path, FactorPixels(), os.path.join(tmp_path, "exact"), metrics=metrics,
+                         gin_bindings=TWO_SIZES, jobs=2, exact=True)
+    assert fast["info"]["mode"] == "fast" and fast["errors"] == {} and exact["errors"] == {}
+    return fast, exact, sampled, answers
+
+
+@pytest.mark.parametrize("model", [SizeNoise, PositionNoise, NeighbourNoise, ConvPositionNoise, Identity],
+                         ids=["size", "position", "neighbours", "conv-position", "deterministic"])
+def test_the_fast_mode_records_its_departure_from_dlibs_batching(tmp_path, monkeypatch, model):
+    """Each distinct image is encoded once and every request is served from that cache; the recorded max and median
+    |diff| are those between what was served for the sampled requests and their codes computed as dlib batches them,
+    and the scores agree with --exact's: identical for codes that do not depend on the batch, close for continuous codes
+    that do. (Codes on exact grid values, as the ideal code's, are a worst case: a 1e-6 shift moves whole groups of
+    them across MIG's histogram edges.)"""
+    fast, exact, sampled, answers = _fast_and_exact(model(), tmp_path, monkeypatch)
+    images = fast["info"]["images"]
+    assert set(images["encoded"]) == {"bulk (batches of 64)"} and images["encoded"]["bulk (batches of 64)"] == \
+        images["distinct"]                                        # each distinct image once
+    assert images["served_from_cache"] == images["requested"] and images["computed_on_request"] == 0
+    differences = np.concatenate([np.abs(answers[request.tobytes()].astype(np.float64) - codes).ravel()
+                                  for request, codes in sampled])
+    deviation = images["cache_vs_exact"]
+    assert deviation["max_abs"] == float(differences.max()) and deviation["median_abs"] == float(np.median(differences))
+    assert deviation["codes"] == differences.size and deviation["requests"] == len(sampled)
+    assert {len(request) for request, _ in sampled} == {int(size) for size in images["batch_sizes"]}  # every size
+    if model is Identity:
+        assert deviation["max_abs"] == 0.0 and _equal(_dlib_results(fast)["dci"], _dlib_results(exact)["dci"])
+    else:
+        assert 1e-7 <= deviation["max_abs"] <= 1e-6 * 64 + 1e-5    # the noise the model adds, no more
+    if model is SizeNoise:   # the bulk batches are whole (padded): 1e-7 x (64 - the smallest of dlib's sizes, 8)
+        assert deviation["max_abs"] == pytest.approx(1e-7 * (64 - 8), abs=1e-6)
+    if model is Identity:
+        assert all(fast["scores"][m] == exact["scores"][m] for m in evaluate.LEADERBOARD), (fast["scores"], exact["scores"])
+    if model is ConvPositionNoise:   # DCI's trees can move far more (see the next test); the others stay close
+        for metric in ("factor_vae_metric", "sap_score", "mig", "irs"):
+            assert fast["scores"][metric] == pytest.approx(exact["scores"][metric], abs=1e-3), metric
+    from evaluate.table import format_table
+    assert "max |diff|" in format_table(fast["info"])
+
+
+def test_the_fast_mode_serves_its_exact_metrics_as_exact_does(tmp_path, monkeypatch):
+    """Metrics in EXACT_IN_FAST_MODE get --exact's very results in the fast mode, even where codes depend on a row's
+    position in the batch (where DCI's trees move by far more than float noise); the rest come from the one cache."""
+    from evaluate.runner import EXACT_IN_FAST_MODE
+    chosen = EXACT_IN_FAST_MODE or {"dci"}     # the mechanism is tested even if the shipped set were empty
+    fast, exact, sampled, _ = _fast_and_exact(ConvPositionNoise(), tmp_path, monkeypatch, exact_in_fast=chosen)
+    images = fast["info"]["images"]
+    assert images["served_exactly"] == [m for m in evaluate.METRIC_NAMES if m in chosen]
+    assert set(images["served_from_bulk"]) == set(evaluate.METRIC_NAMES) - set(chosen)
+    fast_results, exact_results = _dlib_results(fast), _dlib_results(exact)
+    for metric in chosen:
+        assert _equal(fast_results[metric], exact_results[metric]), metric
+    assert sampled and images["cache_vs_exact"]["max_abs"] > 0
+
+
+class NaNAfter(torch.nn.Module):
+    """The ideal code until ``calls`` batches have been encoded, then NaN: a fault found mid-run."""
+
+    def __init__(self, calls):
+        super().__init__()
+        self.inner, self.left = Identity(), calls
+
+    def forward(self, x):
+        self.left -= 1
+        codes = self.inner(x)
+        return codes if self.left >= 0 else codes * float("nan")
+
+
+@pytest.mark.parametrize("mode", ["fast", "exact", "reference"])
+@pytest.mark.parametrize("fails", [False, True], ids=["returns", "raises"])
+def test_the_process_state_is_put_back(tmp_path, mode, fails):
+    """numpy's global RNG, dlib's swappable attributes and torch's thread count are as they were after a run, whether
+    it returns or raises."""
+    from evaluate.process_state import snapshot
+    np.random.seed(1234)
+    np.random.rand(3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        before = snapshot()
+        model = NaNAfter(20) if fails else script(Identity(), tmp_path)   # past the input check, mid-run
+        call = lambda: evaluate.run(model, FactorPixels(), os.path.join(tmp_path, "out"),  # noqa: E731
+                                    metrics=["dci", "sap_score", "mig"], gin_bindings=TINY, jobs=2,
+                                    reference=mode == "reference", exact=mode == "exact")
+        if fails:
+            with pytest.raises(evaluate.EvaluationError, match="NaN"):
+                call()
+        else:
+            assert call()["errors"] == {}
+        after = snapshot()
+    finally:
+        torch.set_num_threads(threads)
+    assert after["torch_threads"] == before["torch_threads"] == 1
+    assert after["dlib"] == before["dlib"]
+    rng_before, rng_after = before["numpy_rng"], after["numpy_rng"]
+    assert rng_before[0] == rng_after[0] and np.array_equal(rng_before[1], rng_after[1]) and \
+        tuple(rng_before[2:]) == tuple(rng_after[2:])
 
 
 def test_the_bulk_pass_runs_only_when_its_codes_are_used(tmp_path, monkeypatch):
@@ -240,7 +379,7 @@ def test_the_bulk_pass_runs_only_when_its_codes_are_used(tmp_path, monkeypatch):
 
     monkeypatch.setattr(replay, "encode_keys", spy)
     report = evaluate.run(script(SizeNoise(), tmp_path), FactorPixels(), os.path.join(tmp_path, "out"),
-                          metrics=["mig", "irs"], gin_bindings=TINY, jobs=2)
+                          metrics=["mig", "irs"], gin_bindings=TINY, jobs=2, exact=True)
     assert report["info"]["images"]["encoded"] == {"batch size 16": report["info"]["images"]["encoded"]["batch size 16"]}
     # Besides the probe's few images, nothing went through batches of 64.
     assert [label for label, _ in labels if not label.startswith("probing")] == ["encoding: batch size 16"]
@@ -249,7 +388,7 @@ def test_the_bulk_pass_runs_only_when_its_codes_are_used(tmp_path, monkeypatch):
 
 def test_parallel_boosted_trees_equal_dlibs_loop():
     from disentanglement_lib.evaluation.metrics import dci
-    from evaluate import replay
+    from evaluate import parallel_dci
     rs = np.random.RandomState(0)
     factors = np.stack([rs.randint(k, size=400) for k in (2, 3, 5)])
     codes = factors[[0, 1, 2, 0]].astype(np.float32)  # code 3 duplicates code 0: ties that the global RNG breaks
@@ -258,9 +397,9 @@ def test_parallel_boosted_trees_equal_dlibs_loop():
     sequential = dci.compute_importance_gbt(*args)
     sequential_state = np.random.get_state()
     np.random.seed(0)
-    parallel = replay.ParallelImportanceGbt(jobs=2, min_work=0)(*args)
+    parallel = parallel_dci.ParallelImportanceGbt(jobs=2, min_work=0)(*args)
     assert np.array_equal(sequential[0], parallel[0]) and sequential[1:] == parallel[1:]
-    assert replay._same_state(sequential_state, np.random.get_state())  # left where dlib's loop leaves it
+    assert parallel_dci._same_state(sequential_state, np.random.get_state())  # left where dlib's loop leaves it
     np.random.seed(1)  # the check can fail: another RNG state breaks the ties differently
     assert not np.array_equal(dci.compute_importance_gbt(*args)[0], sequential[0])
 
@@ -270,7 +409,8 @@ def test_fits_and_encoder_share_the_cores():
     import threading
     import time
     from concurrent.futures import ThreadPoolExecutor
-    from evaluate import replay
+    from evaluate.encoding import CpuShare
+    from evaluate.parallel_dci import ParallelImportanceGbt
     running, most, lock = [0], [0], threading.Lock()
 
     def fit(i):
@@ -282,12 +422,12 @@ def test_fits_and_encoder_share_the_cores():
             running[0] -= 1
         return i
 
-    gbt = replay.ParallelImportanceGbt(jobs=4, slots=lambda: 2)
+    gbt = ParallelImportanceGbt(jobs=4, slots=lambda: 2)
     with ThreadPoolExecutor(4) as pool:  # a stand-in for the worker processes
         assert gbt._submit_as_slots_allow(pool, [(fit, (i,)) for i in range(6)]) == list(range(6))
     assert most[0] == 2 and gbt.submitted.is_set() and gbt.busy() == 0
-    share = replay.CpuShare(4, busy=lambda: 3)
-    assert share.threads() == 1 and replay.CpuShare(4).threads() == 4 and replay.CpuShare(2, lambda: 5).threads() == 1
+    share = CpuShare(4, busy=lambda: 3)
+    assert share.threads() == 1 and CpuShare(4).threads() == 4 and CpuShare(2, lambda: 5).threads() == 1
 
 
 def test_output_layout_and_keys_match_the_challenge(tmp_path):
@@ -313,7 +453,7 @@ def test_output_layout_and_keys_match_the_challenge(tmp_path):
 
 
 def test_report_says_when_codes_came_from_another_device():
-    from evaluate.runner import format_table
+    from evaluate.table import format_table
     info = {"model": "m.pt", "dataset": "d", "mode": "fast", "settings": "challenge", "total_s": 1.0, "metrics": {},
             "device": "cpu"}
     assert "NOTE" not in format_table(info)
@@ -322,7 +462,7 @@ def test_report_says_when_codes_came_from_another_device():
 
 
 def test_the_report_names_the_stand_in_version_and_labels_records_made_before_versions():
-    from evaluate.runner import format_table
+    from evaluate.table import format_table
     info = {"model": "m.pt", "dataset": "mpi3d_sim_toy", "mode": "fast", "settings": "challenge", "total_s": 1.0,
             "metrics": {}, "device": "cpu", "standin_version": 2}
     assert format_table(info).startswith("m.pt on mpi3d_sim_toy (stand-in v2): ")

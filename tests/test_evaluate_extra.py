@@ -113,7 +113,7 @@ def test_checkpoint_gets_the_decoder_metrics_and_torchscript_does_not(tmp_path):
         assert codes_only[key] is None
     assert set(codes_only["skipped"]) == {"reconstruction", "sampled_tc"}
     assert "checkpoint" in codes_only["skipped"]["reconstruction"]
-    table = evaluate.runner.format_table(scripted["info"])
+    table = evaluate.table.format_table(scripted["info"])
     assert "skipped" in table and "decoder" in table and "FAILED" not in table
 
 
@@ -131,7 +131,7 @@ def test_one_failing_extra_metric_keeps_the_others(tmp_path, monkeypatch):
     assert results["mic"] > 0.9 and results["active_dims"] == 3
     with open(os.path.join(tmp_path, "out", "metrics", "extra", "results", "aggregate", "evaluation.json")) as f:
         assert json.load(f)["evaluation_results.mic"] == results["mic"]
-    assert "Gaussian TC" in evaluate.runner.format_table(report["info"]).split("FAILED")[0]
+    assert "Gaussian TC" in evaluate.table.format_table(report["info"]).split("FAILED")[0]
 
 
 def test_cli_default_adds_extra_without_touching_the_leaderboard(tmp_path, capsys):
