@@ -5,7 +5,7 @@ import os
 import numpy as np
 
 from evaluate.progress import Progress
-from submission.metrics import batched
+from submission.metrics.batching import batched
 
 
 def available_cpus():

@@ -256,24 +256,32 @@ def failed_checks(samples, caches):
 
 
 class ServingGroup:
-    """Metrics whose requests are answered one way, sharing the ``bulk`` cache with the other group:
+    """Metrics whose requests are answered one way:
 
     * "exact": bit for bit as dlib batches them (:func:`plan_batch_sizes`, checked later by :func:`failed_checks`);
-    * "fast": every batch size from ``bulk``; ``samples`` are requests of each size computed as dlib batches them,
-      against which :func:`measure_deviation` measures the cache.
+    * "fast": every batch size from one cache of each distinct image's code, filled by ``encoder`` (the model, or its
+      inference-optimized copy) in batches of ``batch_size``; ``samples`` are requests of each size computed as dlib
+      batches them (by ``represent``, the model as dlib calls it), against which :func:`measure_deviation` measures it.
     """
 
-    def __init__(self, how, metrics, requests, keyed, represent, bulk, share):
-        self.how, self.metrics = how, list(metrics)
+    def __init__(self, how, metrics, requests, keyed, represent, batch_size, share, encoder=None):
+        self.how, self.metrics, self.keyed = how, list(metrics), keyed
+        self.encoder = encoder or represent
         self.requests = [request for metric in self.metrics for request in requests[metric]]
         self.by_size = requests_by_size(self.requests)
+        optimized = " (inference-optimized)" if self.encoder is not represent else ""
+        bulk = CodeCache(batch_size, f"bulk{optimized} (batches of {batch_size})")
         if how == "exact":
-            self.plan, self.samples = plan_batch_sizes(keyed, represent, self.by_size, bulk.batch_size, share)
+            self.plan, self.samples = plan_batch_sizes(keyed, represent, self.by_size, batch_size, share)
             self.caches = caches_for(self.plan, bulk)
         else:
             self.plan, self.samples = dict.fromkeys(self.by_size, BULK), sample_exact(keyed, represent, self.by_size)
             self.caches = dict.fromkeys(self.by_size, bulk)
         self.served = ServedRepresentation(keyed, represent, self.caches)
+
+    def fill(self, requests, share):
+        """Encode the images of those of ``requests`` that this group serves from a cache: {cache label: images}."""
+        return fill_caches(self.keyed, self.encoder, requests, self.caches, share)
 
     def sampled(self):
         return [request for pairs in self.samples.values() for request, _ in pairs]

@@ -30,8 +30,8 @@ from evaluate.metrics import (DEFAULT_METRICS, EXTRA, LEADERBOARD, SCORE_KEYS, S
 from evaluate.process_state import evaluation_state
 from evaluate.progress import Progress, log
 from evaluate.table import format_number
-from evaluate.representation import (check_representation, device_description, kit_model, load_representation,
-                                     representation_function, resolve_device)
+from evaluate.representation import (check_representation, device_description, inference_optimized, kit_model,
+                                     load_representation, representation_function, resolve_device)
 
 # Metrics the fast mode still serves bit for bit as dlib batches them: measured to move by more than the grader's own
 # run-to-run DCI noise when their codes move by float rounding (bench/bench_evaluate.py; evaluate/README.md).
@@ -205,9 +205,8 @@ def _score_dci_beside_encoding(run, keyed, represent, requests, groups, share):
         try:
             done = {}
             for group in groups:
-                rest = [r for metric in group.metrics if metric != "dci" for r in requests[metric]]
-                for label, count in replay.fill_caches(keyed, represent, rest, group.caches, share).items():
-                    done[label] = done.get(label, 0) + count
+                _add(done, group.fill([r for metric in group.metrics if metric != "dci" for r in requests[metric]],
+                                      share))
             return done
         finally:
             encoded.set()
@@ -226,9 +225,10 @@ def _add(counts, more):
     return counts
 
 
-def _run_replayed(run, dataset, represent, num_codes, batch_size, jobs, exact):
+def _run_replayed(run, dataset, represent, num_codes, batch_size, jobs, exact, bulk_encoder=None):
     """The fast and exact modes: record, encode (DCI's images first), then score every metric from the caches. In the
-    fast mode the metrics of ``EXACT_IN_FAST_MODE`` are still served exactly (their requests are few)."""
+    fast mode the metrics of ``EXACT_IN_FAST_MODE`` are still served exactly (their requests are few), and the others'
+    cache is filled by ``bulk_encoder`` (the model's inference-optimized copy) where there is one."""
     from evaluate import replay
     from evaluate.encoding import CpuShare, available_cpus
     from evaluate.parallel_dci import ParallelImportanceGbt
@@ -245,9 +245,9 @@ def _run_replayed(run, dataset, represent, num_codes, batch_size, jobs, exact):
     start = time.monotonic()
     cores = jobs or available_cpus()
     share = CpuShare(cores)
-    bulk = replay.CodeCache(batch_size, f"bulk (batches of {batch_size})")
     exact_metrics = [m for m in requests if exact or m in EXACT_IN_FAST_MODE]
-    groups = [replay.ServingGroup(how, metrics, requests, keyed, represent, bulk, share)
+    groups = [replay.ServingGroup(how, metrics, requests, keyed, represent, batch_size, share,
+                                  encoder=bulk_encoder if how == "fast" else None)
               for how, metrics in (("exact", exact_metrics), ("fast", [m for m in requests if m not in exact_metrics]))
               if metrics]
     # DCI's requests are few and its fits are long: encode them first, so that the fits run while the rest is encoded.
@@ -255,7 +255,7 @@ def _run_replayed(run, dataset, represent, num_codes, batch_size, jobs, exact):
     encoded = {}
     for group in groups:
         first = [r for m in group.metrics if m == "dci" or not overlap for r in requests[m]] + group.sampled()
-        _add(encoded, replay.fill_caches(keyed, represent, first, group.caches, share))
+        _add(encoded, group.fill(first, share))
     deviation = next((d for d in [group.check() for group in groups] if d is not None), None)
     if deviation is not None:
         log(f"cached codes against dlib's batching, on {deviation['requests']} sampled requests "
@@ -282,6 +282,7 @@ def _run_replayed(run, dataset, represent, num_codes, batch_size, jobs, exact):
     plans = {size: how for group in reversed(groups) for size, how in group.plan.items()}   # an exact size wins
     sizes = replay.requests_by_size(all_requests)
     return {"requested": requested, "distinct": int(distinct), "bulk_batch_size": batch_size,
+            "bulk_encoder": "inference-optimized copy" if bulk_encoder and not exact else "the model",
             "served_exactly": exact_metrics, "served_from_bulk": [m for m in requests if m not in exact_metrics],
             "batch_sizes": {str(size): {"requests": len(sizes[size]), "served": plans[size]} for size in sorted(plans)},
             "cache_vs_exact": deviation, "encoded": encoded,
@@ -362,13 +363,19 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
     settings = "quick (NOT the leaderboard's settings)" if quick else "challenge"
     log(f"{model_name} ({num_codes} codes) on {dataset_name}: {mode} mode, {settings} settings, encoding on "
         f"{device_description(device)}, metrics {', '.join(metrics)}")
+    bulk_encoder = None
+    if mode == "fast":
+        optimized = inference_optimized(module, device)
+        if optimized is not None:
+            bulk_encoder = representation_function(optimized, name=model_name, device=device)
     state = _Run(output_dir, metrics, quick, tuple(gin_files), tuple(gin_bindings), model=decoder_model, grader=grader)
     try:
         with evaluation_state():     # numpy's global RNG, dlib's swapped attributes, torch's threads: put back
             if mode == "reference":
                 images = _run_reference(state, ds, represent)
             else:
-                images = _run_replayed(state, ds, represent, num_codes, batch_size, jobs, exact=mode == "exact")
+                images = _run_replayed(state, ds, represent, num_codes, batch_size, jobs, exact=mode == "exact",
+                                       bulk_encoder=bulk_encoder)
     except (EvaluationError, KeyboardInterrupt):
         # A representation fault found mid-run, or Ctrl-C: no scores.json, and none of this run's metric results.
         for metric in state.results:

@@ -37,7 +37,9 @@ def codes_line(info):
     deviation = images.get("cache_vs_exact")
     if info.get("mode") != "fast" or deviation is None:
         return None
-    return (f"codes: each distinct image encoded once (batches of {images.get('bulk_batch_size')}); against dlib's "
+    optimized = ", by an inference-optimized copy" if images.get("bulk_encoder") == "inference-optimized copy" else ""
+    return (f"codes: each distinct image encoded once{optimized} (batches of {images.get('bulk_batch_size')}); "
+            f"against dlib's "
             f"batching on {deviation['requests']} sampled requests ({deviation['codes']} codes): max |diff| "
             f"{deviation['max_abs']:.2g}, median {deviation['median_abs']:.2g} (--exact: bit for bit)")
 

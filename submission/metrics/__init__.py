@@ -13,15 +13,11 @@ import numpy as np
 import torch
 
 from .active_dims import active_dimensions
+from .batching import batched
 from .captured import capture_of_representation, factor_capture
 from .mic import mutual_information_concentration
 from .reconstruction import reconstruction_error
 from .total_correlation import gaussian_total_correlation, sampled_total_correlation
-
-
-def batched(fn, x, batch_size):
-    """``fn`` over ``x`` in batches of ``batch_size``, the results concatenated."""
-    return np.concatenate([fn(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
 
 
 class evaluation_mode:

@@ -7,6 +7,8 @@ The plug-in MI is biased upwards by about (bins - 1)(values - 1) / (2 N) nats, s
 import numpy as np
 import sklearn.metrics
 
+from .batching import batched
+
 CAPTURE_THRESHOLD = 0.2
 
 
@@ -47,6 +49,5 @@ def capture_of_representation(ground_truth_data, representation_function, random
     """``factor_capture`` on ``num_samples`` draws of a ground-truth dataset, encoded by ``representation_function``
     (numpy NHWC floats in [0, 1] -> (N, D), dlib's convention)."""
     factors, observations = ground_truth_data.sample(num_samples, random_state)
-    codes = np.concatenate([representation_function(observations[i:i + batch_size])
-                            for i in range(0, num_samples, batch_size)])
+    codes = batched(representation_function, observations, batch_size)
     return factor_capture(codes, factors, getattr(ground_truth_data, "factor_names", None))
