@@ -6,6 +6,8 @@ representation under test, gives
 * ``mic`` (with ``mic_per_factor``, ``mic_best_group``): the mutual information concentration of the Grouped-VAE paper;
 * ``active_dims`` (with ``activity``): latent dimensions whose mean varies over the data (Burda et al. 2016);
 * ``gaussian_tc``: the total correlation of a Gaussian with the codes' covariance;
+* ``infom``, ``infoe``, ``infoc``: InfoMEC (Hsu et al. 2023);
+* ``dci_e``, ``dci_s``: DCI-ES's explicitness and size (Eastwood et al. 2023);
 
 and, when the model itself is at hand (a kit checkpoint, not a TorchScript export), its first ``model_samples`` images
 give
@@ -25,6 +27,7 @@ import numpy as np
 import gin
 
 from submission.files import first_line as _first_line
+from submission.metrics.dci_es import dci_es
 from submission.metrics.infomec import infomec
 from submission.metrics import (active_dimensions, batched, evaluation_mode, gaussian_total_correlation,
                                 mutual_information_concentration, reconstruction_of, sampled_tc_of)
@@ -38,12 +41,14 @@ GROUPS = {
     "reconstruction": ("reconstruction_nll", "reconstruction_mse"),
     "sampled_tc": ("sampled_tc",),
     "infomec": ("infom", "infoe", "infoc", "infomec_active_codes"),
+    "dci_es": ("dci_e", "dci_e_per_factor", "dci_s"),
 }
 # What the table shows, in order: key -> label.
 SUMMARY = {"mic": "MIC", "active_dims": "active dims", "gaussian_tc": "Gaussian TC",
            "reconstruction_nll": "reconstruction NLL", "reconstruction_mse": "reconstruction MSE",
            "sampled_tc": "sampled TC (aggregate posterior)", "infom": "InfoM (modularity)",
-           "infoe": "InfoE (explicitness)", "infoc": "InfoC (compactness)"}
+           "infoe": "InfoE (explicitness)", "infoc": "InfoC (compactness)",
+           "dci_e": "DCI-ES explicitness (E)", "dci_s": "DCI-ES size (S)"}
 # Why a metric is skipped for a TorchScript export (it maps images to the posterior means, nothing more).
 NO_DECODER = "needs the decoder, which a TorchScript export lacks: pass the kit checkpoint (train/checkpoint.pt)"
 NO_POSTERIOR = "needs the posterior's variances, which a TorchScript export lacks: pass the kit checkpoint"
@@ -81,6 +86,7 @@ def extra_metrics(ground_truth_data, representation_function, random_state, mode
     attempt("active_dims", lambda: active_dimensions(codes))
     attempt("gaussian_tc", lambda: gaussian_total_correlation(codes))
     attempt("infomec", lambda: infomec(codes, factors))
+    attempt("dci_es", lambda: dci_es(codes, factors))
     model_samples = min(int(model_samples), int(num_samples))
     if model is None:
         skipped.update({"reconstruction": NO_DECODER, "sampled_tc": NO_POSTERIOR})

@@ -16,9 +16,9 @@ from study.state import StudyPaths, load_manifest
 from study.trial import LEADERBOARD_KEYS, recipe_sha
 from submission.data.registry import recorded_standins, standin_versions
 
-COLUMNS = (*LEADERBOARD_KEYS, "infom", "infoe", "infoc", "captured_factors", "active_dims", "steps_done")
+COLUMNS = (*LEADERBOARD_KEYS, "infom", "infoe", "infoc", "dci_e", "captured_factors", "active_dims", "steps_done")
 HEADERS = {"captured_factors": "captured factors", "active_dims": "active dims", "steps_done": "steps", "infom": "InfoM",
-           "infoe": "InfoE", "infoc": "InfoC"}
+           "infoe": "InfoE", "infoc": "InfoC", "dci_e": "DCI-ES E"}
 # Settings other than the grid's bindings that can differ between the trials of one study.
 SETTING_KEYS = ("steps", "budget_s", "dataset", "pretrain_dataset", "pretrain_steps", "eval_settings")
 

@@ -187,7 +187,7 @@ def run_trial(spec: TrialSpec, study_dir: str, scratch_dir: str, threads: int = 
               "scores": {k: scores.get(k) for k in LEADERBOARD_KEYS},
               "eval_settings": "quick" if spec.quick_eval else "challenge",
               "active_dims": extra.get("active_dims"),
-              **{key: extra.get(key) for key in ("infom", "infoe", "infoc")},
+              **{key: extra.get(key) for key in ("infom", "infoe", "infoc", "dci_e", "dci_s")},
               "pvae_active_dims": finished.get("active_dims") if finished else None,
               "captured_factors": capture["captured_factors"], "captured": capture["captured"],
               "capture_nmi": capture["capture_nmi"], "factor_names": list(capture["capture_nmi"]),

@@ -147,3 +147,34 @@ def test_a_duplicated_factor_is_noticed_by_compactness_and_modularity():
     assert twice["infoc"] == pytest.approx(split, abs=0.02) and twice["infom"] > 0.95, twice
     agreeing = infomec(z, np.concatenate([factors, factors[:, :1]], 1))
     assert agreeing["infom"] == pytest.approx(split, abs=0.02) and agreeing["infoc"] > 0.95, agreeing
+
+
+# --- DCI-ES (Eastwood et al. 2023): explicitness and size ----------------------------------------------------------------
+def test_dci_es_explicitness_closed_form():
+    """A code that is a 4-valued factor itself, balanced in both halves: a depth-1 tree leaves the within-pair variance,
+    0.25 of the factor's 1.25 (0.2 standardised), depth 2 leaves nothing. Curve 0.2, 0, ..., 0 over depths 1-10:
+    AULCC = (0.2 + 0) / 2 = 0.1, Z = 9, E = 1 - 0.1 / 9."""
+    from submission.metrics.dci_es import dci_es, explicitness_of_curve, loss_capacity_curve
+    factor = np.arange(4000) % 4
+    curve = loss_capacity_curve(factor[:, None].astype(float), factor)
+    assert curve[0] == pytest.approx(0.2, abs=1e-12) and np.all(np.abs(curve[1:]) < 1e-12)
+    assert explicitness_of_curve(curve) == pytest.approx(1 - 0.1 / 9, abs=1e-12)
+    assert explicitness_of_curve(np.ones(10)) == 0.0 and explicitness_of_curve(np.zeros(10)) == 1.0
+    scores = dci_es(factor[:, None].astype(float), factor[:, None])
+    assert scores["dci_e"] == pytest.approx(1 - 0.1 / 9, abs=1e-12) and scores["dci_s"] == 1.0
+
+
+def test_dci_es_on_known_representations():
+    """The factors themselves are near 1; a rotation of them needs deeper trees (lower E); pure noise explains nothing;
+    a duplicated code keeps E and halves nothing but the size: S = K / L."""
+    from submission.metrics.dci_es import dci_es
+    factors = _factor_grid_sample()
+    z = _standard(factors)
+    rotation = np.linalg.qr(np.random.default_rng(2).normal(size=(4, 4)))[0]
+    aligned, rotated = dci_es(z, factors), dci_es(z @ rotation, factors)
+    noise = dci_es(np.random.default_rng(3).normal(size=(len(factors), 4)), factors)
+    assert aligned["dci_e"] > 0.9 and aligned["dci_s"] == 1.0, aligned
+    assert rotated["dci_e"] < aligned["dci_e"] - 0.05, (rotated, aligned)
+    assert noise["dci_e"] < 0.05, noise
+    twice = dci_es(np.concatenate([z, z[:, :1]], 1), factors)
+    assert twice["dci_s"] == pytest.approx(4 / 5) and twice["dci_e"] == pytest.approx(aligned["dci_e"], abs=0.02)

@@ -9,7 +9,7 @@ from submission.files import LEADERBOARD_KEYS
 
 from .sources import VisualizeError
 
-BOUNDED_EXTRAS = ("extras.infom", "extras.infoe", "extras.infoc")
+BOUNDED_EXTRAS = ("extras.infom", "extras.infoe", "extras.infoc", "extras.dci_e", "extras.dci_s")
 
 
 def flatten_numbers(tree, prefix: str = "") -> dict:
