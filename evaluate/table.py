@@ -38,10 +38,11 @@ def codes_line(info):
     if info.get("mode") != "fast" or deviation is None:
         return None
     optimized = ", by an inference-optimized copy" if images.get("bulk_encoder") == "inference-optimized copy" else ""
+    exact = ", ".join(images.get("served_exactly") or [])
     return (f"codes: each distinct image encoded once{optimized} (batches of {images.get('bulk_batch_size')}); "
-            f"against dlib's "
-            f"batching on {deviation['requests']} sampled requests ({deviation['codes']} codes): max |diff| "
-            f"{deviation['max_abs']:.2g}, median {deviation['median_abs']:.2g} (--exact: bit for bit)")
+            f"against dlib's batching on {deviation['requests']} sampled requests ({deviation['codes']} codes): max "
+            f"|diff| {deviation['max_abs']:.2g}, median {deviation['median_abs']:.2g}"
+            + (f"; {exact}: bit for bit as dlib batches" if exact else "") + " (--exact: every metric bit for bit)")
 
 
 def format_table(info):
