@@ -2,9 +2,10 @@
 
 Three modes, one sampling (dlib's own, replayed: see :mod:`evaluate.replay`):
 
-* **fast** (default): each distinct image encoded once, in bulk, every request answered from that cache, DCI's fits in
-  parallel beside the encoding; how far the cached codes are from dlib's batching (max and median |Δ| on sampled
-  requests) is measured before scoring and recorded;
+* **fast** (default): each distinct image encoded once, in bulk (by an inference-optimized copy of the model), every
+  request answered from that cache, DCI's fits in parallel beside the encoding; how far the cached codes are from
+  dlib's batching (max and median |Δ| on sampled requests) is measured before scoring and recorded. The metrics of
+  ``EXACT_IN_FAST_MODE`` (DCI) are still served as in the exact mode;
 * **exact** (``--exact``): as fast, but every code bit for bit what dlib's batching gives on this CPU (per batch size:
   served in bulk, encoded at that size, or computed on request exactly as dlib batches it);
 * **reference** (``--reference``): dlib's metric functions called the plain way, as the challenge's evaluator did: the
