@@ -131,7 +131,8 @@ def _check_pickles(path: str, archive: zipfile.ZipFile) -> None:
             if op.name == "GLOBAL":
                 module, _, attr = arg.partition(" ")
                 if not ((module, attr) in PICKLE_GLOBALS or (module == "torch" and attr in STORAGES)
-                        or module.startswith("__torch__.")):
+                        or module == "__torch__" or module.startswith("__torch__.")):   # __torch__.X: a class
+                    # defined in a script's __main__ or in a function
                     raise UnsafeTorchScript(f"TorchScript file {path}: {name} refers to {module}.{attr}, which is not a "
                                             f"tensor, a storage or one of the archive's classes: refused")
             elif op.name in ("STACK_GLOBAL", "INST", "OBJ"):       # TorchScript's own pickler never writes these

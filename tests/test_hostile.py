@@ -135,6 +135,17 @@ def test_pickles_that_name_other_objects_are_refused(tmp_path):
         check_torchscript(crafted)
 
 
+def test_a_module_defined_in_a_function_or_a_script_passes_the_check(tmp_path):
+    """Its class is pickled as ``__torch__.Name`` (no package): one of the archive's classes, not a foreign object."""
+    class Scaled(torch.nn.Module):
+        def forward(self, x):
+            return x.flatten(1)[:, :3] * 2.0
+
+    path = str(tmp_path / "local.pt")
+    torch.jit.save(torch.jit.trace(Scaled().eval(), torch.rand(2, 3, 64, 64)), path)
+    check_torchscript(path)
+
+
 def test_every_recipes_export_passes_the_check(tmp_path):
     """The kit's own exports, every recipe's (the check also runs inside every export's verification)."""
     import gin
