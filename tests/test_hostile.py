@@ -141,6 +141,7 @@ def test_a_module_defined_in_a_function_or_a_script_passes_the_check(tmp_path):
         def forward(self, x):
             return x.flatten(1)[:, :3] * 2.0
 
+    Scaled.__module__ = "__main__"          # as in a script run with `python script.py`
     path = str(tmp_path / "local.pt")
     torch.jit.save(torch.jit.trace(Scaled().eval(), torch.rand(2, 3, 64, 64)), path)
     check_torchscript(path)
