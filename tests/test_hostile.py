@@ -290,7 +290,14 @@ def test_ctrl_c_in_training_saves_skips_the_report_and_exits_130(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "submission.train", *args, "--output", str(run), "--budget", "5m",
                              "--max_steps", "100000"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, preexec_fn=_ctrl_c_default)
-    _, err = _interrupt_when(proc, lambda: (tmp_path / "representation" / "pytorch_model.pt").exists())
+    seen = []       # the export is written before the first step: give the loop a second of steps after it
+
+    def training():
+        if (tmp_path / "representation" / "pytorch_model.pt").exists():
+            seen.append(time.monotonic())
+        return bool(seen) and time.monotonic() - seen[0] > 1.0
+
+    _, err = _interrupt_when(proc, training)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "stopped by SIGINT" in err.strip().splitlines()[-1]
     assert checkpoints.load_checkpoint(str(run / "checkpoint.pt"))["step"] > 0
