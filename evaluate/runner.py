@@ -332,6 +332,8 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
     for metric in metrics:
         if metric not in SELECTABLE:
             raise EvaluationError(f"unknown metric {metric!r}; expected some of: {', '.join(SELECTABLE)}")
+    if reference and exact:
+        raise EvaluationError("--reference and --exact: expected one of them (the reference path is exact by definition)")
     if batch_size < 1:
         raise EvaluationError(f"batch_size={batch_size}; expected a positive integer")
     if jobs is not None and jobs < 1:
@@ -353,8 +355,6 @@ def run(model, dataset, output_dir, metrics=None, reference=False, quick=False, 
     except OSError as exc:
         raise EvaluationError(f"{output_dir}: cannot create the output directory ({exc.strerror})") from None
 
-    if reference and exact:
-        raise EvaluationError("--reference and --exact: expected one of them (the reference path is exact by definition)")
     mode = "reference" if reference else "exact" if exact else "fast"
     if mode != "reference":
         from evaluate.replay import check_replayable

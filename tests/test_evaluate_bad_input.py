@@ -92,3 +92,12 @@ def test_cuda_asked_without_a_gpu_is_one_line(tmp_path, capsys):
     assert not os.path.exists(out)
     with pytest.raises(evaluate.EvaluationError, match="expected cpu, cuda or cuda:N"):
         evaluate.run(script(Identity(), tmp_path), FactorPixels(), out, metrics=["mig"], device="tpu")
+
+
+def test_exact_and_reference_together_are_refused_before_writing(tmp_path, capsys):
+    out = os.path.join(tmp_path, "out")
+    assert cli_main(["--model", script(Identity(), tmp_path), "--dataset", "mpi3d_sim_toy", "--output", out,
+                     "--exact", "--reference"]) == 2
+    assert capsys.readouterr().err.strip() == ("error: --reference and --exact: expected one of them (the reference "
+                                               "path is exact by definition)")
+    assert not os.path.exists(out)
