@@ -23,19 +23,15 @@ depth, a probe family the paper uses too (its random forests grow with depth).
 """
 import numpy as np
 
+from .infomec import standardised
+
 DEPTHS = tuple(range(1, 11))
-
-
-def _standardised(values):
-    values = np.asarray(values, np.float64)
-    spread = values.std(axis=0)
-    return (values - values.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
 
 
 def loss_capacity_curve(codes, factor, depths=DEPTHS, random_state=0):
     """The non-increasing test-MSE curve of one standardised factor against tree depth (train: the first half)."""
     from sklearn.tree import DecisionTreeRegressor
-    y = _standardised(factor)
+    y = standardised(np.asarray(factor, np.float64))
     half = len(y) // 2
     losses, best = [], 1.0
     for depth in depths:

@@ -15,7 +15,8 @@ the factors; InfoC: each factor spreads over the codes); InfoE is 0 for codes th
 import numpy as np
 
 
-def _standardised(codes):
+def standardised(codes):
+    """Each column shifted to mean 0 and scaled to std 1 (a constant column is only shifted)."""
     spread = codes.std(axis=0)
     return (codes - codes.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
 
@@ -28,7 +29,7 @@ def normalised_mutual_information(codes, factors, random_state=0) -> np.ndarray:
     """(K factors, D codes) I(z_j; v_k) / H(v_k) with the kNN estimator on standardised codes."""
     from sklearn.feature_selection import mutual_info_classif
     from sklearn.metrics import mutual_info_score
-    z, labels = _standardised(np.asarray(codes, np.float64)), _labels(np.asarray(factors))
+    z, labels = standardised(np.asarray(codes, np.float64)), _labels(np.asarray(factors))
     nmi = np.zeros((labels.shape[1], z.shape[1]))
     for k in range(labels.shape[1]):
         entropy = mutual_info_score(labels[:, k], labels[:, k])
@@ -58,7 +59,7 @@ def explicitness(codes, factors) -> float:
     """InfoE: the mean over factors of the share of their (logistic) entropy that the codes explain."""
     import warnings
     from sklearn.exceptions import ConvergenceWarning
-    z, labels = _standardised(np.asarray(codes, np.float64)), _labels(np.asarray(factors))
+    z, labels = standardised(np.asarray(codes, np.float64)), _labels(np.asarray(factors))
     shares = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)      # 100 lbfgs steps, as the paper; the loss is what counts
