@@ -153,7 +153,9 @@ def encode_capture(export_path: str, dataset_name: str) -> dict:
 
 def run_trial(spec: TrialSpec, study_dir: str, scratch_dir: str, threads: int = 1) -> dict:
     """Run (or finish) one trial and write its run JSON; return the record. Raises TrialFailed (one line)."""
+    from submission.capture_probe import capture_curve
     from submission.files import atomic_write_json
+    from submission.training_log import LOG_NAME
     t0 = time.monotonic()
     trial_dir = os.path.join(scratch_dir, "trials", spec.scratch_id)
     log_path = os.path.join(trial_dir, "stage.log")
@@ -190,6 +192,7 @@ def run_trial(spec: TrialSpec, study_dir: str, scratch_dir: str, threads: int = 
               **{key: extra.get(key) for key in ("infom", "infoe", "infoc", "dci_e", "dci_s")},
               "pvae_active_dims": finished.get("active_dims") if finished else None,
               "captured_factors": capture["captured_factors"], "captured": capture["captured"],
+              "capture_curve": capture_curve(os.path.join(train_dir, LOG_NAME)),
               "capture_nmi": capture["capture_nmi"], "factor_names": list(capture["capture_nmi"]),
               "threads": threads, "host_cpu": _cpu_name(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     atomic_write_json(record, run_path(study_dir, spec))

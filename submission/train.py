@@ -49,7 +49,7 @@ def parse_gin(gin_files, bindings) -> None:
     import gin
     from submission.gin_compat import gin_python311_compat
     gin_python311_compat()
-    from submission import models, objectives, trainer  # noqa: F401  (registers the configurables)
+    from submission import capture_probe, models, objectives, trainer  # noqa: F401  (registers the configurables)
     gin.clear_config()
     for path in gin_files:
         if not os.path.isfile(path):
@@ -85,6 +85,7 @@ def run(args, pretrain: bool = False, start_time: float = None) -> dict:
     from submission.models import make_model
     from submission.objectives import make_objective
     from submission.trainer import Trainer
+    from submission.capture_probe import CaptureProbe
     from submission.training_hooks import GraderProgress
 
     init = None
@@ -108,7 +109,8 @@ def run(args, pretrain: bool = False, start_time: float = None) -> dict:
                       start_time=time.monotonic() if start_time is None else start_time, export_path=export_path,
                       run_info={"dataset": dataset_name, "role": "pretrain" if pretrain else "train",
                                 "init_from": init_from},
-                      hooks=[GraderProgress(job.root, _span(args.grader_span), args.grading)], **extra)
+                      hooks=[GraderProgress(job.root, _span(args.grader_span), args.grading), CaptureProbe(dataset)],
+                      **extra)
     print(f"training on {trainer.device.type}: {'bf16 autocast' if trainer.bf16 else 'fp32'}"
           f"{', channels-last' if trainer.channels_last else ''}, batches "
           f"{f'{trainer.batches.depth} ahead in a thread' if trainer.batches.depth else 'drawn inline'}, "

@@ -8,7 +8,7 @@
         on_close()                 when training ends, however it ends
 
 A hook that raises is switched off with one line; it never stops training. The CLI attaches ``GraderProgress`` (the
-challenge's progress events) and, with ``training.tensorboard``, ``submission.visualize.TensorBoardHook``.
+challenge's progress events), ``submission.capture_probe.CaptureProbe`` (the factors captured so far) and, with ``training.tensorboard``, ``submission.visualize.TensorBoardHook``.
 """
 import sys
 

@@ -69,13 +69,17 @@ def split_series(records) -> dict:
     return groups
 
 
-def curves_figure(records):
-    """A 2 x 3 figure, one panel per group; a group the log lacks says so in its panel."""
+def curves_figure(records, capture=()):
+    """A 2 x 3 figure, one panel per group (a group the log lacks says so in its panel), and the capture probe's
+    curve (``submission.capture_probe.capture_curve``) in the last panel when the log has one."""
     from matplotlib.figure import Figure
     groups = split_series(records)
     figure = Figure(figsize=(16, 8), layout="constrained")
     axes = figure.subplots(2, 3).ravel()
-    axes[-1].set_visible(False)
+    if capture:
+        capture_panel(axes[-1], capture)
+    else:
+        axes[-1].set_visible(False)
     for ax, (title, series) in zip(axes, groups.items()):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("step", fontsize=8)
@@ -99,6 +103,22 @@ def curves_figure(records):
         ax.legend(fontsize=7, ncol=2 if len(series) > 6 else 1)
         ax.grid(alpha=0.3)
     return figure
+
+
+def capture_panel(ax, capture) -> None:
+    """Each factor's best code's normalised MI at each probe, the capture threshold dashed."""
+    from submission.metrics.captured import CAPTURE_THRESHOLD
+    steps = [point["step"] for point in capture]
+    for name in capture[-1]["capture_nmi"]:
+        ax.plot(steps, [point["capture_nmi"].get(name, np.nan) for point in capture], label=name, linewidth=1.2,
+                marker="." if len(steps) < 30 else None)
+    ax.axhline(CAPTURE_THRESHOLD, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_ylim(0, 1.02)
+    ax.set_title("captured factors (best code's normalised MI)", fontsize=10)
+    ax.set_xlabel("step", fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
 
 
 def _natural(name: str):

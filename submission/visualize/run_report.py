@@ -158,8 +158,12 @@ def curves_section(files: "RunFiles") -> Section:
         return section
     records, skipped = curves.read_log(files.log)
     if records:
-        section.pictures.append(Picture("curves.png", output_files.figure_png_bytes(curves.curves_figure(records)),
-                                        f"From {files.log}: {len(records)} log records", plot=True))
+        from submission.capture_probe import capture_curve
+        capture = capture_curve(files.log)
+        figure = curves.curves_figure(records, capture)
+        section.pictures.append(Picture("curves.png", output_files.figure_png_bytes(figure),
+                                        f"From {files.log}: {len(records)} log records"
+                                        + (f", {len(capture)} capture probes" if capture else ""), plot=True))
     else:
         section.notes.append(f"{files.log} holds no step records yet.")
     if skipped:
