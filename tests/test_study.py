@@ -262,6 +262,25 @@ def test_per_factor_table_has_a_row_per_run_in_the_datasets_factor_order(tmp_pat
     assert table.factor_markdown([{"recipe": "vae"}]) == ""                # runs before capture was recorded
 
 
+def test_the_capture_curve_has_a_row_per_probe_and_only_runs_with_probes(tmp_path):
+    paths = state.study_paths("s", str(tmp_path / "studies"), str(tmp_path / "scratch"))
+    specs = plan.plan_trials(["vae"], [0, 1], [], 20)
+    state.add_to_manifest(paths, specs)
+    from submission.files import atomic_write_json
+    names = ["shape", "angle"]
+    curve = [{"step": 2000, "capture_nmi": {"shape": 0.05, "angle": 0.2}, "captured": ["angle"]},
+             {"step": 4013, "capture_nmi": {"shape": 0.31, "angle": 0.5}, "captured": ["shape", "angle"]}]
+    for spec in specs:                                  # seed 1 predates the probe
+        extra = {"capture_curve": curve} if spec.seed == 0 else {}
+        atomic_write_json(_record(spec, {k: 0.5 for k in table.LEADERBOARD_KEYS}, capture_nmi={"shape": 0.3, "angle": 0.6},
+                                  factor_names=names, captured_factors=2, **extra), paths.run_file(spec))
+    text = table.write_table(paths)
+    rows = [line for line in text.splitlines() if line.startswith("| vae, seed")]
+    assert rows[-2:] == ["| vae, seed 0 | 2000 | 0.05 | **0.20** | 1 |", "| vae, seed 0 | 4013 | **0.31** | **0.50** | 2 |"]
+    assert "| run | step | shape | angle | captured |" in text and "seed 1 | 2000" not in text
+    assert table.curve_markdown([{"recipe": "vae", "capture_nmi": {"a": 1.0}}]) == ""
+
+
 def test_a_run_of_an_earlier_recipe_version_is_its_own_row_never_the_recipe_as_is(tmp_path):
     from study.trial import recipe_sha
     paths = state.study_paths("s", str(tmp_path / "studies"), str(tmp_path / "scratch"))
