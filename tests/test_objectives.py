@@ -160,6 +160,34 @@ def test_capacity_term_is_weighted_distance_to_the_ramp():
     assert terms["kl"].item() == pytest.approx(3.0 * abs(kl - 10.0), rel=1e-5)
 
 
+def test_kl_floor_charges_each_dimension_at_least_the_floor_and_frees_those_below_it():
+    class Posterior(torch.nn.Module):
+        """A 'model' whose posterior is three leaf tensors: the objective's gradients land on them directly."""
+
+        def __init__(self):
+            super().__init__()
+            self.mu = torch.nn.Parameter(torch.tensor([[0.1, 1.0, 2.0], [0.2, -1.0, 1.5]]))
+            self.logvar = torch.nn.Parameter(torch.zeros(2, 3))
+
+        def forward(self, x):
+            return {"mu": self.mu, "logvar": self.logvar, "z": self.mu, "logits": torch.zeros_like(x)}
+
+    model, x = Posterior(), torch.rand(2, 3, 64, 64)
+    kl = 0.5 * (model.mu.detach() ** 2).mean(0)           # logvar 0: KL_j = mean of mu^2 / 2 -> .0125, .5, 1.5625
+    objective = build_objective("beta_vae")
+    objective.beta, objective.kl_floor = 4.0, 0.5
+    terms = objective(model, x, None, 0)
+    assert terms["kl"].item() == pytest.approx(4.0 * (0.5 + 0.5 + float(kl[2])), rel=1e-6)
+    assert objective.diagnostics()["kl"] == pytest.approx(float(kl.sum()), rel=1e-6)   # the log keeps the true KL
+    terms["kl"].backward()
+    assert float(model.mu.grad[:, 0].abs().max()) == 0.0      # below the floor: free
+    assert model.mu.grad[:, 2].tolist() == pytest.approx((4.0 * model.mu.detach()[:, 2] / 2).tolist())  # above: beta
+    objective.kl_floor = 0.0
+    assert objective(model, x, None, 0)["kl"].item() == pytest.approx(4.0 * float(kl.sum()), rel=1e-6)
+    with pytest.raises(ValueError, match="kl_floor"):
+        type(objective)(kl_floor=-1.0)
+
+
 def test_betatcvae_adds_beta_minus_one_tc():
     class Data:
         factors_num_values = [4, 5]

@@ -3,6 +3,10 @@
     loss = w_rec(step) * reconstruction + beta(step) * KL            (or  gamma |KL - C(step)|, Burgess et al. 2018)
            + sum of every regularizer's terms
 
+With ``kl_floor`` = lambda > 0 ("free bits": Kingma et al. 2016, "Improved Variational Inference with Inverse
+Autoregressive Flow", where each group of latents' minibatch KL is replaced by max(lambda, KL)), the KL term is beta * sum_j max(lambda, KL_j), KL_j each dimension's batch-mean KL: a
+dimension carries up to lambda nats at no cost, so the prior cannot switch it off while it holds less.
+
 A regularizer is a small module that reads the model's forward output and returns named terms; it never runs the model
 itself, so two regularizers share one forward pass and one reconstruction. Recipe (gin) or CLI:
 
@@ -63,11 +67,15 @@ class Composite(Objective):
     name = "composite"
 
     def __init__(self, regularizers=(), beta=1.0, reconstruction_weight=1.0, capacity=None,
-                 capacity_weight: float = 1.0):
+                 capacity_weight: float = 1.0, kl_floor: float = 0.0):
         super().__init__()
+        if float(kl_floor) < 0 or (kl_floor and capacity is not None):
+            raise ValueError(f"kl_floor {kl_floor!r} is invalid: expected nats per dimension >= 0, and not with a "
+                             f"capacity schedule")
         self.regularizers = nn.ModuleList(list(regularizers))
         self.beta, self.reconstruction_weight = beta, reconstruction_weight
         self.capacity, self.capacity_weight = capacity, float(capacity_weight)
+        self.kl_floor = float(kl_floor)
         self._checked = False
 
     def setup(self, dataset) -> None:
@@ -85,12 +93,15 @@ class Composite(Objective):
         return numbers
 
     def elbo_terms(self, out, x, step) -> dict:
-        kl = self.gaussian_kl(out["mu"], out["logvar"]).sum()
+        kl_per_dim = self.gaussian_kl(out["mu"], out["logvar"])
+        kl = kl_per_dim.sum()
         self.record(kl=kl.detach())
         if self.capacity is not None:
             capacity = value_at(self.capacity, step)
             self.record(capacity=capacity)
             kl_loss = self.capacity_weight * (kl - capacity).abs()
+        elif self.kl_floor > 0:
+            kl_loss = value_at(self.beta, step) * kl_per_dim.clamp(min=self.kl_floor).sum()
         else:
             kl_loss = value_at(self.beta, step) * kl
         reconstruction = self.reconstruction(out["logits"], x)
