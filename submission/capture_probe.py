@@ -24,6 +24,7 @@ import torch
 from submission.training_hooks import TrainingHook
 
 CAPTURE_EVENT = "capture"
+FIRST_PROBE_ESTIMATE_S = 10.0   # before the first probe has timed itself
 
 
 @gin.configurable("capture_probe", denylist=["dataset"])
@@ -52,7 +53,7 @@ class CaptureProbe(TrainingHook):
         self.next_step = (step // self.every + 1) * self.every
         trainer = self.trainer
         spare = trainer.budget.time_left() - trainer.reserve_s()
-        if self.seconds is not None and spare < 3.0 * self.seconds:
+        if spare < 3.0 * (self.seconds if self.seconds is not None else FIRST_PROBE_ESTIMATE_S):
             trainer.log.line(f"step {step}: capture probe skipped ({spare:.0f} s left before the final checkpoint)")
             return
         result = self.measure()

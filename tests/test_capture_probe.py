@@ -104,6 +104,11 @@ def test_a_probe_that_would_eat_the_reserve_is_skipped():
     probe.on_log({"step": 20})
     assert [r["step"] for r in records] == [10]
     assert lines[-1] == "step 20: capture probe skipped (6 s left before the final checkpoint)"
+    probe = CaptureProbe(PixelFactors(), every_steps=10, num_samples=100)   # the first probe: a 10 s estimate
+    trainer, lines, records = _fake_trainer(Corner(), time_left=5.0 + 29.0)
+    probe.on_start(trainer)
+    probe.on_log({"step": 10})
+    assert records == [] and lines == ["step 10: capture probe skipped (29 s left before the final checkpoint)"]
 
 
 def test_off_and_bad_settings():
