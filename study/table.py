@@ -147,6 +147,24 @@ def factor_order(records: list) -> list:
     return [name for name in order if name in seen] + [name for name in seen if name not in order]
 
 
+def _labelled_runs(records: list):
+    """(factor names, setting letters, [(row label, record), ...]) for per-run tables: runs grouped as in the main
+    table, by seed within a group; settings other than the recipe's own named by a letter."""
+    names = factor_order(records)
+    rows = group_rows(records)
+    letter = setting_letters(rows)
+    runs = [(recipe if setting == "recipe as is" else f"{recipe} ({letter[setting]})", record)
+            for recipe, setting, group in rows for record in sorted(group, key=lambda r: r.get("seed", 0))]
+    return names, letter, runs
+
+
+def _nmi_cells(nmi: dict, names: list) -> list:
+    """Each factor's normalised MI with two decimals, bold when captured, "–" when missing."""
+    from submission.metrics.captured import CAPTURE_THRESHOLD
+    return [("–" if not isinstance(nmi.get(name), (int, float)) else
+             f"**{nmi[name]:.2f}**" if nmi[name] >= CAPTURE_THRESHOLD else f"{nmi[name]:.2f}") for name in names]
+
+
 def factor_markdown(records: list) -> str:
     """One row per finished run: each factor's best-latent normalised MI (two decimals; bold when captured), the
     captured count, the evaluator's active codes and, for gated models, the training's open gates. Settings other than
@@ -155,26 +173,14 @@ def factor_markdown(records: list) -> str:
     records = [r for r in records if r.get("capture_nmi")]
     if not records:
         return ""
-    names = factor_order(records)
-    rows = group_rows(records)
-    letter = setting_letters(rows)
+    names, letter, runs = _labelled_runs(records)
     lines = ["| run | " + " | ".join(names) + " | captured | active dims | open gates |",
              "|---|" + "---|" * (len(names) + 3)]
-    for recipe, setting, group in rows:
-        label = recipe if setting == "recipe as is" else f"{recipe} ({letter[setting]})"
-        for record in sorted(group, key=lambda r: r.get("seed", 0)):
-            nmi = record["capture_nmi"]
-            cells = []
-            for name in names:
-                if not isinstance(nmi.get(name), (int, float)):
-                    cells.append("–")
-                    continue
-                cell = f"{nmi[name]:.2f}"
-                cells.append(f"**{cell}**" if nmi[name] >= CAPTURE_THRESHOLD else cell)
-            active, gates = record.get("active_dims"), record.get("pvae_active_dims")
-            lines.append(f"| {label}, seed {record.get('seed')} | " + " | ".join(cells) +
-                         f" | {record.get('captured_factors')} of {len(names)} | "
-                         f"{'–' if active is None else active} | {'–' if gates is None else f'{gates:g}'} |")
+    for label, record in runs:
+        active, gates = record.get("active_dims"), record.get("pvae_active_dims")
+        lines.append(f"| {label}, seed {record.get('seed')} | " + " | ".join(_nmi_cells(record["capture_nmi"], names)) +
+                     f" | {record.get('captured_factors')} of {len(names)} | "
+                     f"{'–' if active is None else active} | {'–' if gates is None else f'{gates:g}'} |")
     lines.append("")
     lines.append(f"Per run: each factor's best latent's normalised MI, bold when captured (≥ {CAPTURE_THRESHOLD}). Active "
                  f"dims: codes whose variance over the data exceeds 0.01 (the evaluator's count). Open gates: a gated "
@@ -186,24 +192,15 @@ def factor_markdown(records: list) -> str:
 def curve_markdown(records: list) -> str:
     """The capture probes of each run that has them (``capture_curve``): one row per probe, each factor's best-latent
     normalised MI at that step, bold when captured."""
-    from submission.metrics.captured import CAPTURE_THRESHOLD
     records = [r for r in records if r.get("capture_curve")]
     if not records:
         return ""
-    names = factor_order(records)
-    rows = group_rows(records)
-    letter = setting_letters(rows)
+    names, letter, runs = _labelled_runs(records)
     lines = ["| run | step | " + " | ".join(names) + " | captured |", "|---|---|" + "---|" * (len(names) + 1)]
-    for recipe, setting, group in rows:
-        label = recipe if setting == "recipe as is" else f"{recipe} ({letter[setting]})"
-        for record in sorted(group, key=lambda r: r.get("seed", 0)):
-            for point in record["capture_curve"]:
-                nmi = point["capture_nmi"]
-                cells = [("–" if not isinstance(nmi.get(name), (int, float)) else
-                          f"**{nmi[name]:.2f}**" if nmi[name] >= CAPTURE_THRESHOLD else f"{nmi[name]:.2f}")
-                         for name in names]
-                lines.append(f"| {label}, seed {record.get('seed')} | {point['step']} | " + " | ".join(cells) +
-                             f" | {len(point['captured'])} |")
+    for label, record in runs:
+        for point in record["capture_curve"]:
+            lines.append(f"| {label}, seed {record.get('seed')} | {point['step']} | " +
+                         " | ".join(_nmi_cells(point["capture_nmi"], names)) + f" | {len(point['captured'])} |")
     lines.append("")
     lines.append("During training: the capture probe's figures (2,000 fixed images, so a little above the 10,000-sample "
                  "figures above: about +.05 for a 40-valued factor), at the first log record past each multiple of "
