@@ -147,15 +147,19 @@ def factor_order(records: list) -> list:
     return [name for name in order if name in seen] + [name for name in seen if name not in order]
 
 
-def _labelled_runs(records: list):
-    """(factor names, setting letters, [(row label, record), ...]) for per-run tables: runs grouped as in the main
-    table, by seed within a group; settings other than the recipe's own named by a letter."""
-    names = factor_order(records)
+def _labelled_runs(records: list, keep):
+    """(factor names, setting letters, [(row label, record), ...]) for the per-run tables, of the records ``keep``
+    accepts: runs grouped as in the main table, by seed within a group; settings other than the recipe's own named by a
+    letter, the same letter in every table of the study (the labels come from all the records)."""
     rows = group_rows(records)
     letter = setting_letters(rows)
+    kept = [(recipe, setting, record) for recipe, setting, group in rows
+            for record in sorted(group, key=lambda r: r.get("seed", 0)) if keep(record)]
     runs = [(recipe if setting == "recipe as is" else f"{recipe} ({letter[setting]})", record)
-            for recipe, setting, group in rows for record in sorted(group, key=lambda r: r.get("seed", 0))]
-    return names, letter, runs
+            for recipe, setting, record in kept]
+    used = {setting for _, setting, _ in kept}
+    names = factor_order([record for _, _, record in kept]) if kept else []
+    return names, {setting: key for setting, key in letter.items() if setting in used}, runs
 
 
 def _nmi_cells(nmi: dict, names: list) -> list:
@@ -170,10 +174,9 @@ def factor_markdown(records: list) -> str:
     captured count, the evaluator's active codes and, for gated models, the training's open gates. Settings other than
     the recipe's own are named by a letter, spelt out under the table."""
     from submission.metrics.captured import CAPTURE_THRESHOLD
-    records = [r for r in records if r.get("capture_nmi")]
-    if not records:
+    names, letter, runs = _labelled_runs(records, lambda r: r.get("capture_nmi"))
+    if not runs:
         return ""
-    names, letter, runs = _labelled_runs(records)
     lines = ["| run | " + " | ".join(names) + " | captured | active dims | open gates |",
              "|---|" + "---|" * (len(names) + 3)]
     for label, record in runs:
@@ -192,10 +195,9 @@ def factor_markdown(records: list) -> str:
 def curve_markdown(records: list) -> str:
     """The capture probes of each run that has them (``capture_curve``): one row per probe, each factor's best-latent
     normalised MI at that step, bold when captured."""
-    records = [r for r in records if r.get("capture_curve")]
-    if not records:
+    names, letter, runs = _labelled_runs(records, lambda r: r.get("capture_curve"))
+    if not runs:
         return ""
-    names, letter, runs = _labelled_runs(records)
     lines = ["| run | step | " + " | ".join(names) + " | captured |", "|---|---|" + "---|" * (len(names) + 1)]
     for label, record in runs:
         for point in record["capture_curve"]:

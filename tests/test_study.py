@@ -279,6 +279,11 @@ def test_the_capture_curve_has_a_row_per_probe_and_only_runs_with_probes(tmp_pat
     assert rows[-2:] == ["| vae, seed 0 | 2000 | 0.05 | **0.20** | 1 |", "| vae, seed 0 | 4013 | **0.31** | **0.50** | 2 |"]
     assert "| run | step | shape | angle | captured |" in text and "seed 1 | 2000" not in text
     assert table.curve_markdown([{"recipe": "vae", "capture_nmi": {"a": 1.0}}]) == ""
+    # A setting keeps its letter in every table, though only some of its runs have probes.
+    records = [{"recipe": "vae", "seed": 0, "bindings": ["a = 1"], "capture_nmi": {"x": 0.5}},
+               {"recipe": "vae", "seed": 0, "bindings": ["b = 2"], "capture_nmi": {"x": 0.5}, "capture_curve": curve[:1]}]
+    assert "| vae (B), seed 0 | 2000 |" in table.curve_markdown(records) and "(B) b = 2." in table.curve_markdown(records)
+    assert "(A)" not in table.curve_markdown(records)
 
 
 def test_a_run_of_an_earlier_recipe_version_is_its_own_row_never_the_recipe_as_is(tmp_path):
