@@ -4,8 +4,9 @@
            + sum of every regularizer's terms
 
 With ``kl_floor`` = lambda > 0 ("free bits": Kingma et al. 2016, "Improved Variational Inference with Inverse
-Autoregressive Flow", where each group of latents' minibatch KL is replaced by max(lambda, KL)), the KL term is beta * sum_j max(lambda, KL_j), KL_j each dimension's batch-mean KL: a
-dimension carries up to lambda nats at no cost, so the prior cannot switch it off while it holds less.
+Autoregressive Flow", where each group of latents' minibatch KL is replaced by max(lambda, KL)), the KL term is
+beta * sum_j max(lambda, KL_j), KL_j each dimension's batch-mean KL: a dimension carries up to lambda nats at no cost,
+so the prior cannot switch it off while it holds less.
 
 A regularizer is a small module that reads the model's forward output and returns named terms; it never runs the model
 itself, so two regularizers share one forward pass and one reconstruction. Recipe (gin) or CLI:
