@@ -135,7 +135,8 @@ def pretrain(spec: TrialSpec, scratch_dir: str, threads: int) -> tuple:
 
 
 def encode_capture(export_path: str, dataset_name: str) -> dict:
-    """Which factors the export captured (``submission.metrics.factor_capture``, 10,000 samples, seed 0)."""
+    """Which factors the export captured (``submission.metrics.factor_capture``, 10,000 samples, seed 0), with what all
+    its codes carry about each (``readout_nmi``, ``submission.metrics.factor_readout``)."""
     import numpy as np
     import torch
     from submission.data import get_dataset
@@ -194,6 +195,7 @@ def run_trial(spec: TrialSpec, study_dir: str, scratch_dir: str, threads: int = 
               "captured_factors": capture["captured_factors"], "captured": capture["captured"],
               "capture_curve": capture_curve(os.path.join(train_dir, LOG_NAME)),
               "capture_nmi": capture["capture_nmi"], "factor_names": list(capture["capture_nmi"]),
+              "readout_nmi": capture["readout_nmi"],
               "threads": threads, "host_cpu": _cpu_name(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S")}
     atomic_write_json(record, run_path(study_dir, spec))
     return record

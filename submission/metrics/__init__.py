@@ -6,6 +6,7 @@
     sampled_total_correlation(mu, logvar, rng)                       -> {"sampled_tc"}
     reconstruction_error(observations, reconstruct_logits)           -> {"reconstruction_nll", "reconstruction_mse"}
     factor_capture(codes, factors, factor_names)                     -> {"capture_nmi", "captured", "captured_factors"}
+    factor_readout(codes, factors, factor_names)                     -> {"readout_nmi"}
 
 The evaluator's ``extra`` metric (evaluate/extra.py) adapts them to dlib's calling convention, one metric at a time.
 """
@@ -15,6 +16,7 @@ import torch
 from .active_dims import active_dimensions
 from .batching import batched
 from .captured import capture_of_representation, factor_capture
+from .readout import factor_readout
 from .mic import mutual_information_concentration
 from .reconstruction import reconstruction_error
 from .total_correlation import gaussian_total_correlation, sampled_total_correlation
@@ -56,6 +58,6 @@ def sampled_tc_of(model, nchw, rng, batch_size, device) -> dict:
     return sampled_total_correlation(mu, logvar, rng)
 
 
-__all__ = ["active_dimensions", "batched", "capture_of_representation", "evaluation_mode",
-           "factor_capture", "gaussian_total_correlation", "mutual_information_concentration", "reconstruction_error",
+__all__ = ["active_dimensions", "batched", "capture_of_representation", "evaluation_mode", "factor_capture",
+           "factor_readout", "gaussian_total_correlation", "mutual_information_concentration", "reconstruction_error",
            "reconstruction_of", "sampled_tc_of", "sampled_total_correlation"]

@@ -47,7 +47,10 @@ def factor_capture(codes, factors, factor_names=None, num_bins: int = 20, thresh
 def capture_of_representation(ground_truth_data, representation_function, random_state, num_samples: int = 10000,
                               batch_size: int = 64) -> dict:
     """``factor_capture`` on ``num_samples`` draws of a ground-truth dataset, encoded by ``representation_function``
-    (numpy NHWC floats in [0, 1] -> (N, D), dlib's convention)."""
+    (numpy NHWC floats in [0, 1] -> (N, D), dlib's convention), with ``readout_nmi`` (``factor_readout`` on the same
+    draws: what all the codes together carry about each factor)."""
+    from .readout import factor_readout
     factors, observations = ground_truth_data.sample(num_samples, random_state)
     codes = batched(representation_function, observations, batch_size)
-    return factor_capture(codes, factors, getattr(ground_truth_data, "factor_names", None))
+    names = getattr(ground_truth_data, "factor_names", None)
+    return {**factor_capture(codes, factors, names), **factor_readout(codes, factors, names)}
