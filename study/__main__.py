@@ -20,7 +20,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--budget", default=None, help="wall-clock cap on each fine-tuning, e.g. 30m (default: none)")
     run.add_argument("--dataset", default="mpi3d_sim_realistic")
     run.add_argument("--pretrain_dataset", default="mpi3d_sim_toy")
-    run.add_argument("--pretrain_steps", type=int, default=5000, help="shared pretraining steps; 0 = none")
+    run.add_argument("--pretrain_steps", type=int, default=0,
+                     help="shared pretraining steps on --pretrain_dataset before each recipe (default 0: none)")
     run.add_argument("--quick_eval", action="store_true", help="the evaluator's quick settings (not the leaderboard's)")
     run.add_argument("--cpus_per_trial", type=int, default=1, help="CPUs (and threads) per trial")
     run.add_argument("--gpus_per_trial", type=float, default=0)

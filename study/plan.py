@@ -70,7 +70,7 @@ def check_bindings(recipe: str, bindings: tuple) -> None:
 
 
 def plan_trials(recipes, seeds, grid, steps, budget_s=None, dataset="mpi3d_sim_realistic",
-                pretrain_dataset="mpi3d_sim_toy", pretrain_steps=5000, quick_eval=False) -> list:
+                pretrain_dataset="mpi3d_sim_toy", pretrain_steps=0, quick_eval=False) -> list:
     """The study's TrialSpecs, seeds innermost within each (recipe, grid point); raises StudyError on bad input."""
     from submission.data import DATASET_NAMES
     unknown = [recipe for recipe in recipes if not os.path.isfile(recipe_file(recipe))]

@@ -21,8 +21,12 @@ from submission.data.registry import OWN_DATA_PREFIX
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODELS = ("pvae", "betatcvae", "qlae")
 
-# Pretraining gets this share of the training budget when no pretrained checkpoint exists yet.
+# With PRETRAIN=on, pretraining gets this share of the training budget when no pretrained checkpoint exists yet.
 PRETRAIN_SHARE = 0.4
+# PRETRAIN: "auto" (the default) fine-tunes from a pretrained checkpoint in PRETRAINED_DIR when there is one and otherwise
+# trains on the dataset from the start (no toy pretraining: on the stand-ins it cost the arm, studies/recipes-v2);
+# "on" pretrains on mpi3d_toy first when there is none; "off" never reads or writes one.
+PRETRAIN_MODES = ("auto", "on", "off")
 # On the grader, the budget is a hard limit for the whole job: keep this much back for start-up and the final export.
 GRADING_MARGIN_S = 15 * 60
 LOCAL_DEFAULT_BUDGET = "4m"
@@ -51,6 +55,7 @@ class JobConfig:
     pretrained_dir: str
     short_run_settings: str = "auto"  # "auto": the short-run file when the budget is under SHORT_RUN_S; "off": never
     channels: int = 3                 # the dataset's image channels: 1 builds the model with model.channels = 1
+    pretrain: str = "auto"            # PRETRAIN_MODES
 
     @property
     def recipe(self) -> str:
@@ -70,6 +75,13 @@ class JobConfig:
     @property
     def pretrained_checkpoint(self) -> str:
         return os.path.join(self.pretrained_dir, f"{self.model}.pt")
+
+    @property
+    def uses_pretrained(self) -> bool:
+        """Fine-tunes from the pretrained checkpoint (there already, or made by this job's pretraining stage)."""
+        if self.short_run_file or self.pretrain == "off":
+            return False
+        return self.pretrain == "on" or os.path.exists(self.pretrained_checkpoint)
 
     @property
     def layout(self) -> JobLayout:
@@ -184,11 +196,15 @@ def read_config(env=None) -> JobConfig:
                           f"submission/configs/short/<model>.gin for budgets under {SHORT_RUN_S // 60} minutes) or 'off'")
     pretrained_dir = (_caller_path(env, env["PRETRAINED_DIR"]) if env.get("PRETRAINED_DIR")
                       else os.path.join(REPO_ROOT, "pretrain", "checkpoints"))
+    pretrain = env.get("PRETRAIN", "auto").strip().lower()
+    if pretrain not in PRETRAIN_MODES:
+        raise ConfigError(f"PRETRAIN={env.get('PRETRAIN')!r} is unknown; choose 'auto' (the default: a pretrained "
+                          f"checkpoint if there is one, else none), 'on' (pretrain on mpi3d_toy first) or 'off'")
     job = JobConfig(model=model, dataset=dataset, budget_s=budget_s, seed=seed, grading=grading,
                     evaluate=evaluate_flag in ("1", "true", "yes"), eval_settings=eval_settings,
                     output_dir=output_dir, data_dir=data_dir, pretrained_dir=pretrained_dir,
-                    short_run_settings=short_run_settings, channels=channels)
-    if not job.short_run_file:                 # a short run neither pretrains nor starts from a pretrained checkpoint
+                    short_run_settings=short_run_settings, channels=channels, pretrain=pretrain)
+    if job.uses_pretrained:                    # only a job that would start from the checkpoint reads it
         _check_pretrained(job.pretrained_checkpoint)
     return job
 
@@ -214,7 +230,7 @@ def plan_budget(job: JobConfig, need_pretrain: bool) -> tuple:
     train_s = job.budget_s
     if job.grading:
         train_s = max(train_s - min(GRADING_MARGIN_S, 0.05 * train_s), 0.5 * train_s)
-    pretrain_s = PRETRAIN_SHARE * train_s if need_pretrain and not job.short_run_file else 0.0
+    pretrain_s = PRETRAIN_SHARE * train_s if need_pretrain and job.uses_pretrained else 0.0
     return pretrain_s, train_s - pretrain_s
 
 
@@ -223,13 +239,18 @@ def run(job: JobConfig, events=None) -> dict:
     ``aicrowd_helpers.Events`` (default: one for its directory)."""
     start = time.monotonic()
     short = job.short_run_file is not None
-    need_pretrain = not short and not os.path.exists(job.pretrained_checkpoint)
+    scratch = not job.uses_pretrained             # one stage on the dataset from the start
+    need_pretrain = job.uses_pretrained and not os.path.exists(job.pretrained_checkpoint)
     pretrain_s, finetune_s = plan_budget(job, need_pretrain)
     print(f"model={job.model} dataset={job.dataset} budget={format_seconds(job.budget_s)} seed={job.seed} "
           f"output={job.output_dir}", flush=True)
     if short:
         print(f"short run (budget under {SHORT_RUN_S // 60} minutes): {os.path.relpath(job.short_run_file, REPO_ROOT)} "
               f"on top of the recipe, no pretraining (SHORT_RUN_SETTINGS=off: the recipe as is)", flush=True)
+    elif scratch:
+        why = ("PRETRAIN=off" if job.pretrain == "off" else
+               f"no pretrained checkpoint at {job.pretrained_checkpoint}; PRETRAIN=on pretrains on mpi3d_toy first")
+        print(f"training on {job.dataset} from the start ({why})", flush=True)
     events = events or aicrowd_helpers.Events(job.output_dir, job.grading)
     events.execution_start()
     bindings = () if job.channels == 3 else (f"model.channels = {job.channels}",)
@@ -253,13 +274,13 @@ def run(job: JobConfig, events=None) -> dict:
                   "using it from the run directory", flush=True)
             job = dataclasses.replace(job, pretrained_dir=run_dir)
             os.replace(os.path.join(run_dir, CHECKPOINT_NAME), job.pretrained_checkpoint)
-    elif not short:
+    elif not scratch:
         print(f"using pretrained checkpoint {job.pretrained_checkpoint}", flush=True)
     # Whatever pretraining really took, fine-tuning gets what is left of the training budget.
     finetune_s = max(pretrain_s + finetune_s - (time.monotonic() - start), 30.0)
-    _run_stage("train" if short else "fine-tune",
+    _run_stage("train" if scratch else "fine-tune",
                plan.fine_tune(job.dataset, job.layout.train_dir, job.export_path, finetune_s,
-                              init_from=None if short else job.pretrained_checkpoint,
+                              init_from=None if scratch else job.pretrained_checkpoint,
                               grader_span=(pretrain_end, train_end)))
     if not os.path.exists(job.export_path):
         raise StageFailed(f"fine-tuning exited without writing {job.export_path}")

@@ -288,7 +288,7 @@ def test_sigterm_in_each_stage_of_run_sh_stops_with_a_line_and_a_rerun_finishes(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AICROWD_", "MODEL", "BUDGET", "SEED"))}
     env.update(AICROWD_OUTPUT_PATH=str(tmp_path / "out"), AICROWD_EVALUATION_NAME="job", BUDGET="40s",
                SHORT_RUN_SETTINGS="off", PRETRAINED_DIR=str(tmp_path / "pretrained"), EVAL_SETTINGS="quick",
-               KIT_PROGRESS="plain",
+               KIT_PROGRESS="plain", PRETRAIN="on",
                OMP_NUM_THREADS="2")
     proc = subprocess.Popen(["./run.sh"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)

@@ -29,6 +29,7 @@ BAD_INPUTS = {
     "huge seed": (dict(SEED="99999999999999999999999"), ["SEED", "99999999999999999999999", "out of range"]),
     "unknown precision": (dict(KIT_PRECISION="fp8"), ["KIT_PRECISION", "fp8", "fp32, bf16 or auto"]),
     "unknown short-run setting": (dict(SHORT_RUN_SETTINGS="maybe"), ["SHORT_RUN_SETTINGS", "maybe", "auto", "off"]),
+    "unknown pretraining mode": (dict(PRETRAIN="toy", BUDGET="1h"), ["PRETRAIN", "toy", "auto", "on", "off"]),
 }
 
 
@@ -80,13 +81,15 @@ def test_defaults_locally_and_when_grading(tmp_path):
 
 
 def test_budget_plan_keeps_a_margin_when_grading(tmp_path):
-    job = pipeline.read_config(_env(tmp_path, AICROWD_IS_GRADING="1", AICROWD_DATASET_NAME="mpi3d_sim_toy"))
+    job = pipeline.read_config(_env(tmp_path, AICROWD_IS_GRADING="1", AICROWD_DATASET_NAME="mpi3d_sim_toy", PRETRAIN="on"))
     pre, fine = pipeline.plan_budget(job, need_pretrain=True)
     assert pre + fine == 8 * 3600 - 15 * 60 and pre == pytest.approx(0.4 * (pre + fine))
     pre, fine = pipeline.plan_budget(job, need_pretrain=False)
     assert (pre, fine) == (0.0, 8 * 3600 - 15 * 60)
-    local = pipeline.read_config(_env(tmp_path, BUDGET="100s", SHORT_RUN_SETTINGS="off"))
+    local = pipeline.read_config(_env(tmp_path, BUDGET="100s", SHORT_RUN_SETTINGS="off", PRETRAIN="on"))
     assert pipeline.plan_budget(local, need_pretrain=True) == (40.0, 60.0)
+    default = pipeline.read_config(_env(tmp_path, BUDGET="100s", SHORT_RUN_SETTINGS="off"))  # auto, no checkpoint
+    assert not default.uses_pretrained and pipeline.plan_budget(default, need_pretrain=True) == (0.0, 100.0)
     short = pipeline.read_config(_env(tmp_path, BUDGET="100s"))       # a short run trains once, on the dataset
     assert pipeline.plan_budget(short, need_pretrain=True) == (0.0, 100.0)
 
@@ -129,6 +132,8 @@ def test_short_budgets_get_the_models_short_run_settings_and_no_pretraining(tmp_
     assert pipeline.read_config(_env(tmp_path)).short_run_file == settings
     with pytest.raises(pipeline.ConfigError, match="pvae.pt"):
         pipeline.read_config(_env(tmp_path, BUDGET="1h"))
+    # PRETRAIN=off never reads it; the default (auto) and on fine-tune from a checkpoint that is there.
+    assert not pipeline.read_config(_env(tmp_path, BUDGET="1h", PRETRAIN="off")).uses_pretrained
 
 
 def test_an_unknown_short_run_setting_is_one_line(tmp_path):
@@ -159,3 +164,41 @@ def test_the_short_run_settings_parse_on_the_recipe_and_defer_the_dip_term():
     assert lambdas(plain, 0.25) == lambdas(plain, 0.9) == (20.0, 2.0)
     assert lambdas(short, 0.25) == lambdas(short, 0.5) == (0.0, 0.0)
     assert lambdas(short, 0.6) == pytest.approx((10.0, 1.0)) and lambdas(short, 0.7) == pytest.approx((20.0, 2.0))
+
+
+@pytest.mark.parametrize("mode", ["auto", "on", "off"])
+def test_pretrain_mode_decides_the_stages(tmp_path, monkeypatch, capsys, mode):
+    """PRETRAIN=auto (the default) without a checkpoint and PRETRAIN=off train once on the dataset from the start;
+    PRETRAIN=on pretrains first and fine-tunes from what it made; auto with a checkpoint fine-tunes from it."""
+    calls = []
+
+    def fake_stage(name, args, ok_codes=(0,)):
+        calls.append((name, args))
+        out = args[args.index("--output") + 1]
+        os.makedirs(out, exist_ok=True)
+        open(os.path.join(out, "checkpoint.pt"), "wb").close()
+        if "--export" in args:
+            export = args[args.index("--export") + 1]
+            os.makedirs(os.path.dirname(export), exist_ok=True)
+            open(export, "wb").close()
+        return 0
+
+    monkeypatch.setattr(pipeline, "_run_stage", fake_stage)
+    job = pipeline.read_config(_env(tmp_path, BUDGET="1h", EVALUATE="0", PRETRAIN=mode))
+    pipeline.run(job, events=pipeline.aicrowd_helpers.Events(job.output_dir, False))
+    names = [name for name, _ in calls]
+    if mode == "on":
+        assert names == ["pretrain", "fine-tune"] and "--init_from" in calls[1][1]
+        assert (tmp_path / "pretrained" / "pvae.pt").exists()
+    else:
+        assert names == ["train"] and "--init_from" not in calls[0][1]
+        assert "from the start" in capsys.readouterr().out and not (tmp_path / "pretrained").exists()
+    if mode == "auto":                                  # a checkpoint that is there is used (its loading: elsewhere)
+        (tmp_path / "pretrained").mkdir()
+        (tmp_path / "pretrained" / "pvae.pt").write_bytes(b"")
+        monkeypatch.setattr(pipeline, "_check_pretrained", lambda path: None)
+        calls.clear()
+        job = pipeline.read_config(_env(tmp_path, BUDGET="1h", EVALUATE="0", AICROWD_EVALUATION_NAME="again"))
+        pipeline.run(job, events=pipeline.aicrowd_helpers.Events(job.output_dir, False))
+        assert [name for name, _ in calls] == ["fine-tune"] and "--init_from" in calls[0][1]
+        assert "using pretrained checkpoint" in capsys.readouterr().out

@@ -54,14 +54,15 @@ def test_run_sh_trains_exports_evaluates_and_prints_the_table(tmp_path):
     assert "od/Linear.delay = 0.5" in (job / "train" / "config.gin").read_text()
     assert not (tmp_path / "pretrained").exists() and (job / "report" / "report.html").exists()
 
-    # With the recipe as is, a job pretrains and keeps the checkpoint; the next job reuses it and gives fine-tuning the
-    # whole budget.
-    recipe = _env(tmp_path, BUDGET="20s", EVALUATE="0", SHORT_RUN_SETTINGS="off", AICROWD_EVALUATION_NAME="e2e_pre")
+    # With the recipe as is and PRETRAIN=on, a job pretrains and keeps the checkpoint; the next job (PRETRAIN's default,
+    # auto) reuses it and gives fine-tuning the whole budget.
+    recipe = _env(tmp_path, BUDGET="20s", EVALUATE="0", SHORT_RUN_SETTINGS="off", AICROWD_EVALUATION_NAME="e2e_pre",
+                  PRETRAIN="on")
     first = subprocess.run(["./run.sh"], cwd=ROOT, env=recipe, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "=== pretrain" in first.stdout and "short run" not in first.stdout
     assert (tmp_path / "pretrained" / "pvae.pt").exists()
-    again = subprocess.run(["./run.sh"], cwd=ROOT, env=dict(recipe, AICROWD_EVALUATION_NAME="e2e_again"),
+    again = subprocess.run(["./run.sh"], cwd=ROOT, env=dict(recipe, AICROWD_EVALUATION_NAME="e2e_again", PRETRAIN="auto"),
                            capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "using pretrained checkpoint" in again.stdout and "=== pretrain" not in again.stdout

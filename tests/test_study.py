@@ -196,7 +196,7 @@ def test_a_study_made_on_stand_in_version_1_refuses_version_2_runs_and_its_table
     from study.trial import standins_of
     from submission.files import atomic_write_json
     paths = state.study_paths("s", str(tmp_path / "studies"), str(tmp_path / "scratch"))
-    old, new = plan.plan_trials(["vae"], [0, 1], [], 20)
+    old, new = plan.plan_trials(["vae"], [0, 1], [], 20, pretrain_steps=5000)
     assert standins_of(new) == {"mpi3d_sim_realistic": 2, "mpi3d_sim_toy": 2}
     record = _record(old, {k: 0.5 for k in table.LEADERBOARD_KEYS})
     del record["standins"]                                               # as every run made before versions
@@ -260,6 +260,9 @@ def test_per_factor_table_has_a_row_per_run_in_the_datasets_factor_order(tmp_pat
     assert table.factor_order([{"capture_nmi": {"camera_height": 0.1, "object_size": 0.3},   # the stand-in's order
                                 "dataset": "mpi3d_sim_realistic"}]) == ["object_size", "camera_height"]
     assert table.factor_markdown([{"recipe": "vae"}]) == ""                # runs before capture was recorded
+    assert table.readout_markdown([{"recipe": "vae", "capture_nmi": {"a": 1.0}}]) == ""   # runs before the read-out
+    records = [{"recipe": "vae", "seed": 0, "capture_nmi": {"a": 0.1, "b": 0.0}, "readout_nmi": {"a": 0.734, "b": 0.05}}]
+    assert "| vae, seed 0 | 0.73 | 0.05 |" in table.readout_markdown(records)
 
 
 def test_the_capture_curve_has_a_row_per_probe_and_only_runs_with_probes(tmp_path):
