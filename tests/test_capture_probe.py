@@ -162,3 +162,28 @@ def test_the_report_draws_the_probe_in_its_last_panel(tmp_path):
     lines = {line.get_label(): list(line.get_xdata()) for line in panel.get_lines() if not line.get_label().startswith("_")}
     assert lines == {"a": [5, 10], "b": [5, 10], "c": [5, 10]}
     assert not curves_figure(records).axes[-1].get_visible()
+
+
+def test_the_reports_capture_note_tells_kept_but_spread_from_dropped():
+    """Codes (a XOR b, b) of two binary factors and nothing of c: no single code says anything of a (each is independent
+    of it), both together determine it; so the note has b captured, a kept but spread, c dropped."""
+    from submission.visualize.run_report import captured_note
+
+    class Binary(PixelFactors):
+        factors_num_values = [2, 2, 3]
+
+        def sample_factors(self, n, random_state):
+            return np.stack([random_state.randint(0, k, size=n) for k in self.factors_num_values], axis=1)
+
+        def sample_observations_from_factors(self, factors, random_state):
+            values = np.asarray(factors, dtype=np.float32) / 2
+            return np.broadcast_to(values[:, None, None, :], (len(factors), 64, 64, 3)).copy()
+
+    class Xor:
+        def representation(self, x):
+            a, b = (x[:, 0, 0, 0] * 2).round(), (x[:, 1, 0, 0] * 2).round()
+            return torch.stack([(a + b) % 2, b], 1)
+
+    note = captured_note(Xor(), Binary(), seed=0, num_samples=2000)
+    assert "2,000 samples): 1 of 3: b. Per factor: a 0.00, b 1.00, c 0.00." in note, note
+    assert "the same scale): a 1.00, b 1.00, c 0.00. Kept but spread over several codes: a; dropped: c." in note, note

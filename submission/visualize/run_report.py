@@ -137,18 +137,28 @@ def model_section(view, dataset, dataset_name, steps: int, seed: int) -> Section
 
 def captured_note(view, dataset, seed: int, num_samples: int = 10000) -> str:
     """Which factors the representation captured (``submission.metrics.factor_capture``: best latent's normalised MI
-    >= 0.2, dlib's 20-bin discretisation, 10,000 samples), as one line for the report."""
-    from submission.metrics import factor_capture
+    >= 0.2, dlib's 20-bin discretisation, 10,000 samples) and which it kept, one code or several
+    (``submission.metrics.factor_readout`` >= 0.2 on the same samples), as one paragraph for the report."""
+    from submission.metrics import factor_capture, factor_readout
+    from submission.metrics.captured import CAPTURE_THRESHOLD
     random_state = np.random.RandomState(seed + 2)
     factors = dataset.sample_factors(num_samples, random_state)
     codes = np.concatenate([view.representation(factor_response.dataset_images(dataset, factors[i:i + 1000],
                                                                                random_state)).numpy()
                             for i in range(0, num_samples, 1000)])        # 1,000 images at a time: 49 MB, not 490
-    capture = factor_capture(codes, factors, getattr(dataset, "factor_names", None))
+    names = getattr(dataset, "factor_names", None)
+    capture = factor_capture(codes, factors, names)
+    readout = factor_readout(codes, factors, names)["readout_nmi"]
     detail = ", ".join(f"{name} {nmi:.2f}" for name, nmi in capture["capture_nmi"].items())
+    kept = ", ".join(f"{name} {nmi:.2f}" for name, nmi in readout.items())
+    spread = [name for name, nmi in readout.items() if nmi >= CAPTURE_THRESHOLD and name not in capture["captured"]]
+    dropped = [name for name, nmi in readout.items() if nmi < CAPTURE_THRESHOLD and name not in capture["captured"]]
     return (f"Captured factors (best latent's normalised mutual information >= 0.2 on {num_samples:,} samples): "
             f"{capture['captured_factors']} of {len(capture['capture_nmi'])}: "
-            f"{', '.join(capture['captured']) or 'none'}. Per factor: {detail}.")
+            f"{', '.join(capture['captured']) or 'none'}. Per factor: {detail}. "
+            f"What all the codes together carry (a random forest's read-out on the same samples, the same scale): "
+            f"{kept}. Kept but spread over several codes: {', '.join(spread) or 'none'}; dropped: "
+            f"{', '.join(dropped) or 'none'}.")
 
 
 def curves_section(files: "RunFiles") -> Section:
