@@ -19,7 +19,7 @@ from submission.stages import StageFailed, StageInterrupted, TrainingPlan, evalu
 from submission.data.registry import OWN_DATA_PREFIX
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-MODELS = ("pvae", "betatcvae", "qlae")
+MODELS = ("pvae", "betatcvae", "beta_vae", "qlae")
 
 # With PRETRAIN=on, pretraining gets this share of the training budget when no pretrained checkpoint exists yet.
 PRETRAIN_SHARE = 0.4

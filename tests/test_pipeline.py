@@ -123,9 +123,11 @@ def test_short_budgets_get_the_models_short_run_settings_and_no_pretraining(tmp_
     short = pipeline.read_config(_env(tmp_path))                       # the 4-minute default
     settings = os.path.join(ROOT, "submission", "configs", "short", "pvae.gin")
     assert short.short_run_file == settings and short.gin_files == [short.recipe, settings]
-    for overrides in (dict(BUDGET="30m"), dict(SHORT_RUN_SETTINGS="off"), dict(MODEL="betatcvae")):
+    for overrides in (dict(BUDGET="30m"), dict(SHORT_RUN_SETTINGS="off"), dict(MODEL="betatcvae"),
+                      dict(MODEL="beta_vae")):
         job = pipeline.read_config(_env(tmp_path, **overrides))
         assert job.short_run_file is None and job.gin_files == [job.recipe], overrides
+        assert os.path.isfile(job.recipe) and os.path.basename(job.recipe) == f"{job.model}.gin"
     # A short run never starts from the pretrained checkpoint, so a broken one stops only the jobs that would load it.
     (tmp_path / "pretrained").mkdir()
     (tmp_path / "pretrained" / "pvae.pt").write_bytes(b"not a checkpoint")
