@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The kit's single entrypoint, on the grader and on a laptop.
-#   ./run.sh          pretrain (unless pretrain/checkpoints/$MODEL.pt exists), fine-tune, export, evaluate, print the table
+#   ./run.sh          train (from pretrain/checkpoints/$MODEL.pt if it exists; PRETRAIN=on makes one first), export,
+#                     evaluate, print the table
 #                     (a budget under 30 minutes trains once on the dataset, with submission/configs/short/$MODEL.gin)
 #   ./run.sh test     run the test suite (slow tests excluded; `./run.sh test -m slow` runs them)
 #   ./run.sh setup    only create or update the local virtualenv

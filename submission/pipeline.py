@@ -1,5 +1,6 @@
-"""The whole job behind ``./run.sh``: validate the variables, pretrain, fine-tune, export, evaluate, print the table
-(a short run, under SHORT_RUN_S, trains once on its dataset with its model's short-run settings instead).
+"""The whole job behind ``./run.sh``: validate the variables, train (from a pretrained checkpoint when there is one, after
+pretraining with PRETRAIN=on), export, evaluate, print the table (a short run, under SHORT_RUN_S, trains once on its
+dataset with its model's short-run settings).
 
 Every stage runs as its own subprocess (``python -m pretrain``, ``python -m submission.train``, ``python -m evaluate``), so
 gin and torch state never leak between them and a signal to this process reaches the stage that is running. All input is

@@ -16,8 +16,8 @@ import torch
 from .active_dims import active_dimensions
 from .batching import batched
 from .captured import capture_of_representation, factor_capture
-from .readout import factor_readout
 from .mic import mutual_information_concentration
+from .readout import factor_readout
 from .reconstruction import reconstruction_error
 from .total_correlation import gaussian_total_correlation, sampled_total_correlation
 
