@@ -162,11 +162,11 @@ def _labelled_runs(records: list, keep):
     return names, {setting: key for setting, key in letter.items() if setting in used}, runs
 
 
-def _nmi_cells(nmi: dict, names: list) -> list:
-    """Each factor's normalised MI with two decimals, bold when captured, "–" when missing."""
+def _nmi_cells(nmi: dict, names: list, bold: bool = True) -> list:
+    """Each factor's normalised MI with two decimals, bold when captured (if ``bold``), "–" when missing."""
     from submission.metrics.captured import CAPTURE_THRESHOLD
     return [("–" if not isinstance(nmi.get(name), (int, float)) else
-             f"**{nmi[name]:.2f}**" if nmi[name] >= CAPTURE_THRESHOLD else f"{nmi[name]:.2f}") for name in names]
+             f"**{nmi[name]:.2f}**" if bold and nmi[name] >= CAPTURE_THRESHOLD else f"{nmi[name]:.2f}") for name in names]
 
 
 def factor_markdown(records: list) -> str:
@@ -202,8 +202,7 @@ def readout_markdown(records: list) -> str:
         return ""
     lines = ["| run | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for label, record in runs:
-        cells = [("–" if not isinstance(record["readout_nmi"].get(name), (int, float)) else
-                  f"{record['readout_nmi'][name]:.2f}") for name in names]
+        cells = _nmi_cells(record["readout_nmi"], names, bold=False)
         lines.append(f"| {label}, seed {record.get('seed')} | " + " | ".join(cells) + " |")
     lines.append("")
     lines.append(f"Read-out: how well all the codes together predict each factor, the normalised MI of a random "

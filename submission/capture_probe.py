@@ -9,8 +9,9 @@ deterministic representation, in eval mode and fp32 as the export computes it, a
     step 4000: captured 3 of 7 (camera_height 1.00, background_colour .97, first_dof .31) in 2.1 s
 
 2,000 images keep a probe to about a second (0.8-0.9 s for the standard encoder on one thread of a Zen 4 core: under
-1% of the training time at the default interval); the plug-in MI's upward bias is then about .05 for a 40-valued factor and .01 for a 6-valued one, so the
-probe's last figures run a little above the 10,000-sample capture a study records at the end.
+1% of the training time at the default interval); the plug-in MI's upward bias is then about .05 for a 40-valued
+factor and .01 for a 6-valued one, so the probe's last figures run a little above the 10,000-sample capture a study
+records at the end.
 
 A probe that would eat into the time the trainer keeps for its final checkpoint and export is skipped, with one line.
 ``capture_probe.every_steps = 0`` turns it off.
