@@ -233,3 +233,49 @@ def test_pvae_l0_weight_takes_a_schedule():
     assert objective(model, x, None, Clock(0, 0.25))["l0"].item() == 0.0
     open_sum = model.gate.open_probability().sum().item()
     assert objective(model, x, None, Clock(0, 0.4))["l0"].item() == pytest.approx(0.05 * open_sum, rel=1e-5)
+
+
+class _FixedGates(torch.nn.Module):
+    """Stands in for a PVAE in the objective: every sample's mask is the parameter p (one value per code), the means
+    are given, so the DIP term's pull on a gate has a closed form."""
+
+    def __init__(self, mu, p):
+        super().__init__()
+        self.mu, self.p = mu, torch.nn.Parameter(torch.tensor(p))
+        self.gate = type("Gate", (), {"open_probability": lambda _: self.p})()
+
+    def open_gates(self):
+        return int((self.p > 0).sum())
+
+    def forward(self, x):
+        n = self.mu.shape[0]
+        return {"mask": self.p.expand(n, -1), "mu": self.mu, "logvar": torch.zeros_like(self.mu),
+                "logits": torch.zeros_like(x)}
+
+
+@pytest.mark.parametrize("target", ["mask", "mask_detached"])
+def test_pvae_diagonal_target_pull_on_a_gate(target):
+    """With every mask at p and a code of variance v, C_ii = p^2 v and t_i = p, so d/dp of lambda_d (C_ii - t_i)^2 is
+    2 lambda_d (p^2 v - p) (2 p v - 1) when the target's gradient flows ("mask": it shuts a code of variance below
+    1/2, a dead one included) and 2 lambda_d (p^2 v - p) 2 p v when it is held ("mask_detached": it opens a code that
+    varies and leaves a dead one to the L0 term)."""
+    torch.manual_seed(6)
+    signs = torch.tensor([1.0, -1.0]).repeat(4)
+    variances = [0.0, 0.3]                          # a dead code and a code that carries something
+    mu = torch.stack([signs * math.sqrt(v) for v in variances], dim=1)      # (8, 2), batch variance exactly v
+    model = _FixedGates(mu, [1.0, 1.0])
+    objective = build_objective("pvae")
+    objective.diagonal_target, objective.lambda_od = target, 0.0
+    objective(model, torch.rand(8, 3, 4, 4), None, 0)["dip"].backward()
+    p = 1.0
+    expected = [2 * 2.0 * (p * p * v - p) * ((2 * p * v - 1) if target == "mask" else 2 * p * v) for v in variances]
+    assert model.p.grad.tolist() == pytest.approx(expected, abs=1e-5)
+    if target == "mask":
+        assert model.p.grad[0] > 0 and model.p.grad[1] > 0          # gradient descent shuts both gates
+    else:
+        assert model.p.grad[0] == 0 and model.p.grad[1] < 0         # the dead code's gate is left alone, the other opens
+
+
+def test_pvae_diagonal_target_rejects_unknown_names():
+    with pytest.raises(ValueError, match="mask_detached"):
+        build_objective("pvae").__class__(diagonal_target="detached")

@@ -26,18 +26,23 @@ from .base import Objective, register_objective
 from .dip import batch_covariance, dip_penalty
 
 
+DIAGONAL_TARGETS = ("mask", "mask_detached", "one")
+
+
 @register_objective("pvae")
 @gin.configurable
 class PVAEObjective(Objective):
-    """See the module docstring; ``diagonal_target`` is "mask" (t_i = batch mean of m_i, the default: gates can prune)
-    or "one" (the literal t_i = 1, kept for comparison: gates never shut)."""
+    """See the module docstring; ``diagonal_target`` is "mask" (t_i = batch mean of m_i, the default: gates can prune),
+    "mask_detached" (the same target held constant in the gradient: the DIP term never shuts a gate, only the L0 term
+    and the KL do) or "one" (the literal t_i = 1, kept for comparison: gates never shut)."""
 
     name = "pvae"
 
     def __init__(self, lambda_od=20.0, lambda_d=2.0, tau=0.1, diagonal_target: str = "mask"):
         super().__init__()
-        if diagonal_target not in ("mask", "one"):
-            raise ValueError(f"PVAEObjective.diagonal_target {diagonal_target!r} is unknown: expected 'mask' or 'one'")
+        if diagonal_target not in DIAGONAL_TARGETS:
+            raise ValueError(f"PVAEObjective.diagonal_target {diagonal_target!r} is unknown: expected one of "
+                             f"{', '.join(DIAGONAL_TARGETS)}")
         self.lambda_od, self.lambda_d, self.tau = lambda_od, lambda_d, tau     # numbers or schedules
         self.diagonal_target = diagonal_target
 
@@ -49,7 +54,10 @@ class PVAEObjective(Objective):
         kl = (mask * 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)).mean(0).sum()
         cov = batch_covariance(mask * mu)
         # "mask": the gated unit-variance target E[m_i] (not detached: its gradient is what shuts an unused gate).
-        target = mask.mean(0) if self.diagonal_target == "mask" else 1.0
+        # "mask_detached": the same target as a constant, so the only pull the DIP term has on a gate is through C_ii,
+        # and that pull opens a gate whose code varies: only the L0 term and the KL can shut it.
+        target = {"mask": lambda: mask.mean(0), "mask_detached": lambda: mask.mean(0).detach(),
+                  "one": lambda: 1.0}[self.diagonal_target]()
         open_probability = model.gate.open_probability()
         tau = value_at(self.tau, step)
         self.record(kl=kl.detach(), active_dims=model.open_gates(),
