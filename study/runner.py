@@ -148,6 +148,8 @@ def _tune_callback(paths: StudyPaths, bar, counts: dict):
 
         def _failed(self, trial, error):
             record_failure(paths, trial.config["trial"]["id"], error)
+            print(f"study {paths.name}: trial {trial.config['trial']['id']} failed: {error}", file=sys.stderr,
+                  flush=True)
             self._finish(trial, "failed")
 
         def _finish(self, trial, outcome):

@@ -355,4 +355,5 @@ def test_a_failing_trial_is_recorded_and_the_others_finish(tmp_path):
     assert states == {"training.precision = 'fp32'": "done", "training.precision = 'nope'": "failed"}
     failed = next(s for s in state.load_manifest(paths) if "nope" in s.bindings[0])
     assert "fine-tune failed" in state.failure(paths, failed.trial_id)
+    assert f"study {name}: trial {failed.trial_id} failed: TrialFailed: fine-tune failed" in out, out  # said, not just filed
     assert json.loads((tmp_path / "studies" / name / "study.json").read_text())["name"] == name

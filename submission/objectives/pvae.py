@@ -56,8 +56,9 @@ class PVAEObjective(Objective):
         # "mask": the gated unit-variance target E[m_i] (not detached: its gradient is what shuts an unused gate).
         # "mask_detached": the same target as a constant, so the only pull the DIP term has on a gate is through C_ii,
         # and that pull opens a gate whose code varies: only the L0 term and the KL can shut it.
-        target = {"mask": lambda: mask.mean(0), "mask_detached": lambda: mask.mean(0).detach(),
-                  "one": lambda: 1.0}[self.diagonal_target]()
+        target = 1.0 if self.diagonal_target == "one" else mask.mean(0)
+        if self.diagonal_target == "mask_detached":
+            target = target.detach()
         open_probability = model.gate.open_probability()
         tau = value_at(self.tau, step)
         self.record(kl=kl.detach(), active_dims=model.open_gates(),
