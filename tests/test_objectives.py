@@ -276,6 +276,23 @@ def test_pvae_diagonal_target_pull_on_a_gate(target):
         assert model.p.grad[0] == 0 and model.p.grad[1] < 0         # the dead code's gate left alone, the other opens
 
 
+def test_pvae_kl_weight_scales_the_gated_kl():
+    """With masks p and log-variances 0 each sample's KL in code i is mu^2 / 2, so the KL term is
+    beta * sum_i p_i mean_n(mu_ni^2) / 2, and its value follows a schedule by progress."""
+    mu = torch.tensor([[1.0, 2.0, 0.5], [-1.0, 0.0, 1.5], [3.0, -2.0, 0.5], [0.0, 1.0, -0.5]])
+    p = [1.0, 0.5, 0.0]
+    expected = sum(p_i * (mu[:, i].pow(2).mean().item() / 2) for i, p_i in enumerate(p))
+    model = _FixedGates(mu, p)
+    objective = build_objective("pvae")
+    x = torch.rand(4, 3, 4, 4)
+    assert objective(model, x, None, 0)["kl"].item() == pytest.approx(expected, rel=1e-6)     # the paper's beta 1
+    objective.beta = 2.5
+    assert objective(model, x, None, 0)["kl"].item() == pytest.approx(2.5 * expected, rel=1e-6)
+    assert objective.diagnostics()["kl"] == pytest.approx(expected, rel=1e-6)                 # logged unweighted
+    objective.beta = Linear(1.0, 3.0, 0.5, unit="progress")
+    assert objective(model, x, None, Clock(0, 0.25))["kl"].item() == pytest.approx(2.0 * expected, rel=1e-6)
+
+
 def test_pvae_diagonal_target_rejects_unknown_names():
     from submission.objectives.pvae import PVAEObjective
     with pytest.raises(ValueError, match="mask_detached"):

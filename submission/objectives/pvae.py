@@ -1,8 +1,9 @@
 """PVAE: masked DIP-VAE-I with hard-concrete gates on the latents and an L0 penalty on the gates (docs/methods.md).
 
-loss = reconstruction + sum_i m_i KL_i + lambda_od sum_{i != j} C_ij^2 + lambda_d sum_i (C_ii - t_i)^2
+loss = reconstruction + beta sum_i m_i KL_i + lambda_od sum_{i != j} C_ij^2 + lambda_d sum_i (C_ii - t_i)^2
        + tau sum_i P(m_i != 0),       C = Cov_batch[m * mu(x)],  m ~ HardConcrete(log alpha), one draw per sample
-(DIP-VAE-I: Kumar et al. 2018, eq. 6; L0 gates: Louizos et al. 2018, eq. 12.)
+(DIP-VAE-I: Kumar et al. 2018, eq. 6; L0 gates: Louizos et al. 2018, eq. 12.)  beta is 1 in the paper's objective
+and in the recipe; a larger one adds beta-VAE's pressure toward axis-aligned codes (a float or a schedule).
 
 The diagonal target t_i (``diagonal_target = "mask"``, the default) is the batch mean of m_i, the variance that a
 zero-mean unit-variance code has after its gate: DIP-I's "unit variance" applies to the dimensions the gate keeps, and a
@@ -38,13 +39,13 @@ class PVAEObjective(Objective):
 
     name = "pvae"
 
-    def __init__(self, lambda_od=20.0, lambda_d=2.0, tau=0.1, diagonal_target: str = "mask"):
+    def __init__(self, lambda_od=20.0, lambda_d=2.0, tau=0.1, diagonal_target: str = "mask", beta=1.0):
         super().__init__()
         if diagonal_target not in DIAGONAL_TARGETS:
             raise ValueError(f"PVAEObjective.diagonal_target {diagonal_target!r} is unknown: expected one of "
                              f"{', '.join(DIAGONAL_TARGETS)}")
         self.lambda_od, self.lambda_d, self.tau = lambda_od, lambda_d, tau     # numbers or schedules
-        self.diagonal_target = diagonal_target
+        self.diagonal_target, self.beta = diagonal_target, beta
 
     def forward(self, model, x, factors, step):
         out = model(x)
@@ -65,5 +66,5 @@ class PVAEObjective(Objective):
                     expected_open=open_probability.detach().sum(),
                     unmasked_kl=self.gaussian_kl(mu, logvar).detach().sum(), tau=tau)
         dip = dip_penalty(cov, value_at(self.lambda_od, step), value_at(self.lambda_d, step), target)
-        return {"reconstruction": self.reconstruction(out["logits"], x), "kl": kl, "dip": dip,
-                "l0": tau * open_probability.sum()}
+        return {"reconstruction": self.reconstruction(out["logits"], x), "kl": value_at(self.beta, step) * kl,
+                "dip": dip, "l0": tau * open_probability.sum()}
