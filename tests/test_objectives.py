@@ -297,3 +297,5 @@ def test_pvae_diagonal_target_rejects_unknown_names():
     from submission.objectives.pvae import PVAEObjective
     with pytest.raises(ValueError, match="mask_detached"):
         PVAEObjective(diagonal_target="detached")
+    with pytest.raises(ValueError, match="KL weight >= 0"):
+        PVAEObjective(beta=-1.0)

@@ -44,6 +44,9 @@ class PVAEObjective(Objective):
         if diagonal_target not in DIAGONAL_TARGETS:
             raise ValueError(f"PVAEObjective.diagonal_target {diagonal_target!r} is unknown: expected one of "
                              f"{', '.join(DIAGONAL_TARGETS)}")
+        if isinstance(beta, (int, float)) and not beta >= 0:
+            raise ValueError(f"PVAEObjective.beta {beta!r} is invalid: expected a KL weight >= 0 "
+                             f"(a number or a schedule)")
         self.lambda_od, self.lambda_d, self.tau = lambda_od, lambda_d, tau     # numbers or schedules
         self.diagonal_target, self.beta = diagonal_target, beta
 
